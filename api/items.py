@@ -1,0 +1,174 @@
+"""`/v1/items`: intake, lookup and the tenant's paged list."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import datetime
+
+from flask import Blueprint, Response, g, jsonify, request, url_for
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from api.auth import authenticate_request
+from api.intake import Upload, parse_upload
+from api.serialize import item_json
+from api.services import services
+from clipmod.errors import ClipmodError, InvalidInput, NotFound
+from clipmod.models import Action, Item, ItemStatus, Verdict
+from clipmod.queue import enqueue_scoring
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("items", __name__, url_prefix="/v1")
+bp.before_request(authenticate_request)
+
+MAX_PAGE = 100
+
+
+def _existing(session: Session, tenant_id: int, external_id: str | None) -> Item | None:
+    if external_id is None:
+        return None
+    return session.scalar(
+        select(Item)
+        .options(selectinload(Item.verdict).selectinload(Verdict.policy_version))
+        .where(Item.tenant_id == tenant_id, Item.external_id == external_id)
+    )
+
+
+def _enqueue(item_id: str) -> None:
+    try:
+        enqueue_scoring(services().celery, [item_id])
+    except Exception as exc:
+        log.exception("enqueue failed for %s", item_id)
+        raise ClipmodError(
+            f"item {item_id} is stored but the queue is unavailable; retry the same request "
+            "(with the same external_id) to queue it again",
+            code="queue_unavailable",
+            status=503,
+        ) from exc
+
+
+def _replay(item: Item) -> tuple[Response, int]:
+    """A repeated (tenant, external_id): answer the stored item, and re-queue it if still waiting.
+
+    Re-queueing is safe (scoring is idempotent) and gives a client whose first attempt met a
+    broker outage a way to recover by simply retrying.
+    """
+    if item.status == ItemStatus.QUEUED:
+        _enqueue(item.id)
+    return jsonify(item_json(item)), 200
+
+
+@bp.post("/items")
+def create_item() -> tuple[Response, int]:
+    svc = services()
+    tenant = g.tenant
+    upload: Upload = parse_upload(request, svc.settings)
+    with svc.sessions() as session:
+        found = _existing(session, tenant.id, upload.external_id)
+        if found is not None:
+            return _replay(found)
+    digest = svc.blobs.put(upload.image) if upload.image is not None else None
+    info = upload.image_info
+    item = Item(
+        tenant_id=tenant.id,
+        external_id=upload.external_id,
+        text=upload.text,
+        meta=upload.metadata,
+        image_sha256=digest,
+        image_format=info.format if info else None,
+        image_width=info.width if info else None,
+        image_height=info.height if info else None,
+    )
+    try:
+        with svc.sessions() as session, session.begin():
+            session.add(item)
+    except IntegrityError:
+        # A concurrent request with the same external_id won the insert.
+        with svc.sessions() as session:
+            found = _existing(session, tenant.id, upload.external_id)
+            if found is None:
+                raise
+            return _replay(found)
+    _enqueue(item.id)  # only after COMMIT: the worker must find the row
+    body = {
+        "id": item.id,
+        "external_id": item.external_id,
+        "status": "queued",
+        "links": {"self": url_for("items.get_item", item_id=item.id)},
+    }
+    return jsonify(body), 202
+
+
+@bp.get("/items/<item_id>")
+def get_item(item_id: str) -> Response:
+    with services().sessions() as session:
+        item = session.scalar(
+            select(Item)
+            .options(selectinload(Item.verdict).selectinload(Verdict.policy_version))
+            .where(Item.id == item_id, Item.tenant_id == g.tenant.id)
+        )
+        if item is None:
+            raise NotFound(f"no item {item_id!r}", code="item_not_found")
+        return jsonify(item_json(item))
+
+
+def _encode_cursor(item: Item) -> str:
+    raw = json.dumps([item.created_at.isoformat(), item.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, item_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created), str(item_id)
+    except (ValueError, TypeError):
+        raise InvalidInput("cursor: not a cursor this API issued", code="invalid_cursor") from None
+
+
+def _choice(name: str, allowed: list[str]) -> str | None:
+    value = request.args.get(name)
+    if value is not None and value not in allowed:
+        raise InvalidInput(f"{name}: must be one of {', '.join(allowed)}")
+    return value
+
+
+@bp.get("/items")
+def list_items() -> Response:
+    status = _choice("status", [s.value for s in ItemStatus])
+    action = _choice("action", [a.value for a in Action])
+    try:
+        limit = min(max(int(request.args.get("limit", 50)), 1), MAX_PAGE)
+    except ValueError:
+        raise InvalidInput("limit: must be an integer") from None
+    query = (
+        select(Item)
+        .options(selectinload(Item.verdict).selectinload(Verdict.policy_version))
+        .where(Item.tenant_id == g.tenant.id)
+        .order_by(Item.created_at.desc(), Item.id.desc())
+        .limit(limit + 1)
+    )
+    if status:
+        query = query.where(Item.status == ItemStatus(status))
+    if action:
+        query = query.join(Verdict, Verdict.item_id == Item.id).where(
+            Verdict.action == Action(action)
+        )
+    if cursor := request.args.get("cursor"):
+        created, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Item.created_at < created, and_(Item.created_at == created, Item.id < last_id))
+        )
+    with services().sessions() as session:
+        rows = list(session.scalars(query))
+        page, more = rows[:limit], len(rows) > limit
+        return jsonify(
+            {
+                "items": [item_json(i) for i in page],
+                "next_cursor": _encode_cursor(page[-1]) if more and page else None,
+            }
+        )

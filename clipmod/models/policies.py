@@ -1,0 +1,82 @@
+"""Immutable policy versions, which of them is active where, and moderator decisions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from clipmod.models.base import Base, Timestamp, enum_by_value, utcnow
+
+
+class ActivationMode(enum.StrEnum):
+    ACTIVE = "active"
+    SHADOW = "shadow"
+
+
+class PolicyVersion(Base):
+    """A published policy. Rows are never updated: a verdict points at the exact text it used."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        UniqueConstraint("name", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    yaml_text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class PolicyActivation(Base):
+    """An append-only log: the newest row for a (tenant, mode) wins; tenant NULL means everyone.
+
+    Rolling back is activating an older version, which keeps the history readable.
+    """
+
+    __tablename__ = "policy_activations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"))
+    mode: Mapped[ActivationMode] = mapped_column(enum_by_value(ActivationMode))
+    activated_by: Mapped[str] = mapped_column(String(128))
+    activated_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow, index=True)
+
+
+class ShadowVerdict(Base):
+    """A draft version's verdict, recorded beside the real one and never acted on."""
+
+    __tablename__ = "shadow_verdicts"
+    __table_args__ = (UniqueConstraint("item_id", "policy_version_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    policy_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    action: Mapped[str] = mapped_column(String(16))
+    categories: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    scored_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
+
+
+class Decision(Base):
+    """A moderator's labels for an item, `{category_id: bool}`: the ground truth for tuning."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    moderator: Mapped[str] = mapped_column(String(128))
+    labels: Mapped[dict[str, bool]] = mapped_column(JSON)
+    decided_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)

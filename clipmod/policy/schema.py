@@ -1,0 +1,109 @@
+"""The policy schema: what a policy YAML file may say.
+
+Unknown keys are errors (`extra="forbid"`): a misspelt `block_at` silently ignored would leave a
+category unenforced, which is the worst failure a moderation policy can have.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_PROMPT_CHARS = 300
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prompt(_Strict):
+    """One prompt of an ensemble. `weight` scales its cosine (similarity) or prior (contrast)."""
+
+    text: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    weight: float = Field(default=1.0, gt=0.0, le=10.0)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class Thresholds(_Strict):
+    review_at: float = Field(ge=-1.0, le=1.0)
+    block_at: float = Field(ge=-1.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.block_at < self.review_at:
+            raise ValueError("block_at: must be ≥ review_at")
+        return self
+
+
+class Category(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    title: str = ""
+    description: str = ""
+    mode: Literal["similarity", "contrast"] = "similarity"
+    prompts: list[Prompt] = Field(min_length=1)
+    negatives: list[Prompt] = Field(default_factory=list)
+    review_at: float = Field(ge=-1.0, le=1.0)
+    block_at: float = Field(ge=-1.0, le=1.0)
+    special: bool = False
+
+    @field_validator("prompts", "negatives", mode="before")
+    @classmethod
+    def _strings_are_prompts(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"text": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.block_at < self.review_at:
+            raise ValueError("block_at: must be ≥ review_at")
+        return self
+
+
+class Escalation(_Strict):
+    """When a `special` category reaches its review threshold, the others' thresholds drop."""
+
+    lower_by: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class TenantOverride(_Strict):
+    thresholds: dict[str, Thresholds] = Field(default_factory=dict)
+
+
+class Policy(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    description: str = ""
+    model: str = ""
+    categories: list[Category] = Field(min_length=1)
+    escalation: Escalation = Field(default_factory=Escalation)
+    audit_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    tenant_overrides: dict[str, TenantOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_ids_and_known_overrides(self) -> Self:
+        seen: set[str] = set()
+        for cat in self.categories:
+            if cat.id in seen:
+                raise ValueError(f"categories: duplicate id {cat.id!r}")
+            seen.add(cat.id)
+        for tenant, override in self.tenant_overrides.items():
+            unknown = sorted(set(override.thresholds) - seen)
+            if unknown:
+                raise ValueError(
+                    f"tenant_overrides.{tenant}: unknown categories {', '.join(unknown)}"
+                )
+        return self
+
+    def category(self, category_id: str) -> Category:
+        for cat in self.categories:
+            if cat.id == category_id:
+                return cat
+        raise KeyError(category_id)

@@ -1,0 +1,140 @@
+"""Publishing, activating and resolving policy versions.
+
+A version is immutable and identified by (name, version); publishing the same text again is a
+no-op that returns the existing version. Which version applies to a tenant is the newest
+activation for that tenant, else the newest activation for everyone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from clipmod.errors import NotFound
+from clipmod.models import ActivationMode, PolicyActivation, PolicyVersion, Tenant
+from clipmod.policy.loader import content_hash, parse_policy
+from clipmod.policy.schema import Policy
+
+
+@dataclass(frozen=True)
+class Published:
+    version: PolicyVersion
+    created: bool
+
+
+def publish(
+    session: Session, yaml_text: str, *, author: str, source: str = "<policy>"
+) -> Published:
+    """Validate and store a version (no-op if this exact text is already a version of it)."""
+    policy = parse_policy(yaml_text, source=source)
+    digest = content_hash(yaml_text)
+    existing = session.scalar(
+        select(PolicyVersion).where(
+            PolicyVersion.name == policy.name, PolicyVersion.content_hash == digest
+        )
+    )
+    if existing is not None:
+        return Published(existing, created=False)
+    latest = session.scalar(
+        select(PolicyVersion)
+        .where(PolicyVersion.name == policy.name)
+        .order_by(PolicyVersion.version.desc())
+        .limit(1)
+    )
+    version = PolicyVersion(
+        name=policy.name,
+        version=(latest.version + 1) if latest else 1,
+        content_hash=digest,
+        yaml_text=yaml_text,
+        author=author,
+        parent_id=latest.id if latest else None,
+    )
+    session.add(version)
+    session.flush()
+    return Published(version, created=True)
+
+
+def activate(
+    session: Session,
+    version: PolicyVersion,
+    *,
+    by: str,
+    tenants: list[Tenant] | None = None,
+    mode: ActivationMode = ActivationMode.ACTIVE,
+) -> None:
+    """Make `version` the active (or shadow) one for the named tenants, or for everyone."""
+    for tenant in tenants or [None]:
+        session.add(
+            PolicyActivation(
+                policy_version_id=version.id,
+                tenant_id=tenant.id if tenant else None,
+                mode=mode,
+                activated_by=by,
+            )
+        )
+    session.flush()
+
+
+def resolve(
+    session: Session, tenant_id: int | None, mode: ActivationMode = ActivationMode.ACTIVE
+) -> PolicyVersion | None:
+    """The version that applies to a tenant now: its own activation first, then the global one."""
+    for scope in ([tenant_id] if tenant_id is not None else []) + [None]:
+        cond = (
+            PolicyActivation.tenant_id.is_(None)
+            if scope is None
+            else PolicyActivation.tenant_id == scope
+        )
+        version_id = session.scalar(
+            select(PolicyActivation.policy_version_id)
+            .where(cond, PolicyActivation.mode == mode)
+            .order_by(PolicyActivation.activated_at.desc(), PolicyActivation.id.desc())
+            .limit(1)
+        )
+        if version_id is not None:
+            return session.get(PolicyVersion, version_id)
+    return None
+
+
+def activation_stamp(session: Session) -> tuple[int, int]:
+    """Changes whenever any activation is added: workers poll this to hot-reload cheaply."""
+    count, newest = session.execute(
+        select(func.count(PolicyActivation.id), func.max(PolicyActivation.id))
+    ).one()
+    return int(count or 0), int(newest or 0)
+
+
+def ensure_seeded(session: Session, yaml_text: str, *, source: str) -> PolicyVersion:
+    """On a fresh database, publish and activate the configured policy file for everyone.
+
+    Once any version is active this does nothing: from then on `clipmod policy publish` decides,
+    and a restart never silently overrides what an editor published.
+    """
+    active = resolve(session, None)
+    if active is not None:
+        return active
+    published = publish(session, yaml_text, author="system:seed", source=source)
+    activate(session, published.version, by="system:seed")
+    return published.version
+
+
+def get_version(session: Session, ref: str) -> PolicyVersion:
+    """Look a version up by `name@N` or by numeric id."""
+    if "@" in ref:
+        name, _, num = ref.partition("@")
+        row = session.scalar(
+            select(PolicyVersion).where(
+                PolicyVersion.name == name, PolicyVersion.version == int(num)
+            )
+        )
+    else:
+        row = session.get(PolicyVersion, int(ref)) if ref.isdigit() else None
+    if row is None:
+        raise NotFound(f"policy version {ref!r} not found", code="policy_version_not_found")
+    return row
+
+
+def load(version: PolicyVersion) -> Policy:
+    return parse_policy(version.yaml_text, source=version.label)

@@ -1,0 +1,111 @@
+"""Settings from `CLIPMOD_*` environment variables.
+
+Every setting has a default that works on a laptop (SQLite, an embedded broker, the bundled
+demo model), so `clipmod up` needs no configuration; production overrides the URLs. Settings
+are read when `load()` is called, never at import time, so tests and tools can set the
+environment first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "CLIPMOD_"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+BUNDLED_MODEL = PACKAGE_DIR / "assets" / "demo-clip"
+BUNDLED_POLICY = REPO_DIR / "policies" / "demo.yaml"
+
+
+class SettingsError(ValueError):
+    """A `CLIPMOD_*` variable holds a value we cannot use; the message names it."""
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(PREFIX + name)
+    return value if value not in (None, "") else None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{PREFIX}{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not a number") from None
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (_get(env, name) or default).lower()
+    if raw not in choices and not (name == "DEVICE" and raw.startswith("cuda:")):
+        raise SettingsError(f"{PREFIX}{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One immutable view of the configuration; see README "Settings" for each field."""
+
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    model: str
+    policy: Path
+    device: str = "auto"
+    batch_size: int = 32
+    batch_wait_ms: int = 30
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_text_chars: int = 20_000
+    decode_threads: int = 2
+    policy_refresh_s: float = 2.0
+    broker_poll_interval_s: float = 0.02
+    log_level: str = "info"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from `env` (default: `os.environ`); raises `SettingsError` on bad values."""
+    env = os.environ if env is None else env
+    data_dir = Path(_get(env, "DATA_DIR") or "./var").resolve()
+    return Settings(
+        data_dir=data_dir,
+        database_url=_get(env, "DATABASE_URL") or f"sqlite:///{data_dir / 'clipmod.db'}",
+        broker_url=_get(env, "BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}",
+        model=_get(env, "MODEL") or str(BUNDLED_MODEL),
+        policy=Path(_get(env, "POLICY") or BUNDLED_POLICY),
+        device=_choice(env, "DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
+        batch_size=_int(env, "BATCH_SIZE", 32),
+        batch_wait_ms=_int(env, "BATCH_WAIT_MS", 30, minimum=0),
+        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
+        max_text_chars=_int(env, "MAX_TEXT_CHARS", 20_000),
+        decode_threads=_int(env, "DECODE_THREADS", 2),
+        policy_refresh_s=_float(env, "POLICY_REFRESH_S", 2.0),
+        broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", 0.02),
+        log_level=(_get(env, "LOG_LEVEL") or "info").lower(),
+    )

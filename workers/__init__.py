@@ -1,0 +1,1 @@
+"""The scoring workers: Celery app, batch task, and the CLIP model runtime."""

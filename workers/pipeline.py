@@ -1,0 +1,297 @@
+"""Score a batch of items: the body of the worker's task, as a plain object.
+
+Celery only hands us ids (see `workers.tasks`); everything here takes its dependencies
+explicitly, so tests drive it directly against a real database and model.
+
+One batch = one transaction to claim the items, decoding in a thread pool, ONE image forward
+pass and ONE text forward pass, then one transaction writing every verdict and embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clipmod import embeddings, images, scoring
+from clipmod.db import transaction
+from clipmod.errors import ClipmodError
+from clipmod.models import (
+    ActivationMode,
+    Item,
+    ItemEmbedding,
+    ItemStatus,
+    PolicyVersion,
+    ShadowVerdict,
+    Tenant,
+    Verdict,
+)
+from clipmod.policy import versions
+from clipmod.settings import Settings
+from clipmod.storage import BlobStore
+from workers.runtime import ClipRuntime
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class _Work:
+    """One claimed item on its way through the batch."""
+
+    id: str
+    tenant: str
+    tenant_id: int
+    image_sha256: str | None
+    text: str | None
+    version_id: int
+    shadow_version_id: int | None
+    pixels: np.ndarray | None = None
+    windows: list[list[int]] = field(default_factory=list)
+    error: ClipmodError | None = None
+    image_emb: np.ndarray | None = None
+    text_emb: np.ndarray | None = None
+
+
+class PolicyCache:
+    """Active versions per tenant and their prompt banks, refreshed when activations change.
+
+    The database is asked for a cheap activation stamp at most every `refresh_s`; only when it
+    moved are tenants re-resolved. Banks are keyed by version id, so prompt embeddings are
+    computed once per version per worker, and an item is always scored under one version.
+    """
+
+    def __init__(self, runtime: ClipRuntime, refresh_s: float):
+        self.runtime = runtime
+        self.refresh_s = refresh_s
+        self._banks: dict[int, scoring.PromptBank] = {}
+        self._resolved: dict[tuple[int, ActivationMode], int | None] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+
+    def _maybe_refresh(self, session: Session) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.refresh_s:
+            return
+        self._checked = now
+        stamp = versions.activation_stamp(session)
+        if stamp != self._stamp:
+            if self._stamp is not None:
+                log.info("policy activations changed; re-resolving")
+            self._stamp = stamp
+            self._resolved.clear()
+
+    def version_for(self, session: Session, tenant_id: int, mode: ActivationMode) -> int | None:
+        self._maybe_refresh(session)
+        key = (tenant_id, mode)
+        if key not in self._resolved:
+            row = versions.resolve(session, tenant_id, mode)
+            self._resolved[key] = row.id if row else None
+        return self._resolved[key]
+
+    def bank(self, session: Session, version_id: int) -> scoring.PromptBank:
+        if version_id not in self._banks:
+            row = session.get(PolicyVersion, version_id)
+            assert row is not None
+            policy = versions.load(row)
+            started = time.perf_counter()
+            self._banks[version_id] = scoring.build_bank(
+                policy, self.runtime.encode_texts, self.runtime.logit_scale
+            )
+            log.info(
+                "prompt embeddings for %s ready in %.0f ms",
+                row.label,
+                (time.perf_counter() - started) * 1000,
+            )
+        return self._banks[version_id]
+
+
+class Scorer:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: ClipRuntime,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+    ):
+        self.settings = settings
+        self.runtime = runtime
+        self.sessions = sessions
+        self.blobs = blobs
+        self.policies = PolicyCache(runtime, settings.policy_refresh_s)
+        self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._decoder.shutdown(wait=False, cancel_futures=True)
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def score_batch(self, item_ids: list[str]) -> list[str]:
+        """Score what is still pending among `item_ids`; returns the ids it requeued."""
+        work = self._claim(item_ids)
+        if not work:
+            return []
+        try:
+            self._prepare(work)
+            self._forward(work)
+            return self._write(work)
+        except Exception:
+            log.exception("batch of %d failed; returning its items to the queue", len(work))
+            return self._release(work)
+
+    def _claim(self, item_ids: list[str]) -> list[_Work]:
+        with transaction(self.sessions) as session:
+            rows = session.execute(
+                select(Item, Tenant.name)
+                .join(Tenant, Tenant.id == Item.tenant_id)
+                .where(
+                    Item.id.in_(set(item_ids)),
+                    Item.status.in_([ItemStatus.QUEUED, ItemStatus.PROCESSING]),
+                )
+            ).all()
+            work = []
+            for item, tenant_name in rows:
+                version_id = self.policies.version_for(
+                    session, item.tenant_id, ActivationMode.ACTIVE
+                )
+                if version_id is None:
+                    raise RuntimeError("no active policy version; run `clipmod db upgrade`")
+                shadow = self.policies.version_for(session, item.tenant_id, ActivationMode.SHADOW)
+                item.status = ItemStatus.PROCESSING
+                item.attempts += 1
+                work.append(
+                    _Work(
+                        id=item.id,
+                        tenant=tenant_name,
+                        tenant_id=item.tenant_id,
+                        image_sha256=item.image_sha256,
+                        text=item.text,
+                        version_id=version_id,
+                        shadow_version_id=shadow if shadow != version_id else None,
+                    )
+                )
+                self.policies.bank(session, version_id)
+                if shadow and shadow != version_id:
+                    self.policies.bank(session, shadow)
+            return work
+
+    def _decode_one(self, w: _Work) -> None:
+        try:
+            if w.image_sha256:
+                data = self.blobs.get(w.image_sha256)
+                img = images.decode_rgb(
+                    data, self.settings.max_image_pixels, target=self.runtime.image_spec.target
+                )
+                w.pixels = self.runtime.preprocess(img)
+            if w.text:
+                w.windows = self.runtime.text_windows(w.text)
+        except ClipmodError as exc:
+            w.error = exc
+        except FileNotFoundError:
+            w.error = ClipmodError("the stored image is missing", code="blob_missing")
+
+    def _prepare(self, work: list[_Work]) -> None:
+        list(self._decoder.map(self._decode_one, work))
+
+    def _forward(self, work: list[_Work]) -> None:
+        ok = [w for w in work if w.error is None]
+        with_image = [w for w in ok if w.pixels is not None]
+        if with_image:
+            emb = self.runtime.encode_pixels(np.stack([w.pixels for w in with_image]))
+            for w, e in zip(with_image, emb, strict=True):
+                w.image_emb = e[None, :]
+        with_text = [w for w in ok if w.windows]
+        if with_text:
+            flat = [win for w in with_text for win in w.windows]
+            emb = self.runtime.encode_token_windows(flat)
+            start = 0
+            for w in with_text:
+                w.text_emb = emb[start : start + len(w.windows)]
+                start += len(w.windows)
+
+    def _outcome(self, session: Session, w: _Work, version_id: int) -> scoring.Outcome:
+        parts: list[tuple[str, Any]] = []
+        if w.image_emb is not None:
+            parts.append(("image", w.image_emb))
+        if w.text_emb is not None:
+            parts.append(("text", w.text_emb))
+        bank = self.policies.bank(session, version_id)
+        return scoring.decide(bank, parts, item_id=w.id, tenant=w.tenant)
+
+    def _write(self, work: list[_Work]) -> list[str]:
+        with transaction(self.sessions) as session:
+            items = {
+                i.id: i
+                for i in session.scalars(select(Item).where(Item.id.in_([w.id for w in work])))
+            }
+            for w in work:
+                item = items[w.id]
+                if item.status not in (ItemStatus.QUEUED, ItemStatus.PROCESSING):
+                    continue  # another delivery finished it first
+                if w.error is not None:
+                    item.status = ItemStatus.FAILED
+                    item.error_code, item.error_message = w.error.code, w.error.message
+                    continue
+                self._store_verdict(session, item, w)
+        return []
+
+    def _store_verdict(self, session: Session, item: Item, w: _Work) -> None:
+        outcome = self._outcome(session, w, w.version_id)
+        if session.scalar(select(Verdict.id).where(Verdict.item_id == item.id)) is None:
+            session.add(
+                Verdict(
+                    item_id=item.id,
+                    policy_version_id=w.version_id,
+                    action=outcome.action,
+                    categories=[c.to_dict() for c in outcome.categories],
+                    audit=outcome.audit,
+                    model_name=self.runtime.display_name,
+                    model_revision=self.runtime.revision,
+                )
+            )
+        if session.get(ItemEmbedding, (item.id, self.runtime.revision)) is None:
+            session.add(
+                ItemEmbedding(
+                    item_id=item.id,
+                    model_revision=self.runtime.revision,
+                    dim=self.runtime.dim,
+                    image=embeddings.to_bytes(w.image_emb) if w.image_emb is not None else None,
+                    text=embeddings.to_bytes(w.text_emb) if w.text_emb is not None else None,
+                    text_windows=len(w.text_emb) if w.text_emb is not None else 0,
+                )
+            )
+        if w.shadow_version_id is not None:
+            shadow = self._outcome(session, w, w.shadow_version_id)
+            session.add(
+                ShadowVerdict(
+                    item_id=item.id,
+                    policy_version_id=w.shadow_version_id,
+                    action=shadow.action,
+                    categories=[c.to_dict() for c in shadow.categories],
+                )
+            )
+        item.status = ItemStatus.SCORED
+        item.error_code = item.error_message = None
+
+    def _release(self, work: list[_Work]) -> list[str]:
+        """After an unexpected failure: requeue items with attempts left, fail the rest."""
+        requeue = []
+        with transaction(self.sessions) as session:
+            for item in session.scalars(select(Item).where(Item.id.in_([w.id for w in work]))):
+                if item.status != ItemStatus.PROCESSING:
+                    continue
+                if item.attempts < MAX_ATTEMPTS:
+                    item.status = ItemStatus.QUEUED
+                    requeue.append(item.id)
+                else:
+                    item.status = ItemStatus.FAILED
+                    item.error_code = "scoring_error"
+                    item.error_message = f"scoring failed {item.attempts} times; see worker logs"
+        return requeue
