@@ -22,6 +22,7 @@ import numpy.typing as npt
 from clipmod.policy.schema import Category, Policy
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 ACTIONS = ("allow", "review", "block")  # index = severity
@@ -30,7 +31,8 @@ ACTIONS = ("allow", "review", "block")  # index = severity
 def l2_normalise(x: npt.NDArray[np.floating]) -> F32:
     x = np.asarray(x, dtype=np.float32)
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    out: F32 = (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
@@ -131,20 +133,23 @@ def max_over(parts: Sequence[tuple[F32, I64]]) -> tuple[F32, I64, I64]:
     return stacked[best, cols], tops[best, cols], owner[best].astype(np.int64)
 
 
-def thresholds(policy: Policy, tenant: str | None = None) -> tuple[F32, F32]:
-    """Base (review_at, block_at) per category, after the tenant's overrides."""
+def thresholds(policy: Policy, tenant: str | None = None) -> tuple[F64, F64]:
+    """Base (review_at, block_at) per category, after the tenant's overrides.
+
+    float64, so a verdict reports exactly the number the editor wrote.
+    """
     override = policy.tenant_overrides.get(tenant or "")
     review, block = [], []
     for cat in policy.categories:
         t = override.thresholds.get(cat.id) if override else None
         review.append(t.review_at if t else cat.review_at)
         block.append(t.block_at if t else cat.block_at)
-    return np.array(review, dtype=np.float32), np.array(block, dtype=np.float32)
+    return np.array(review, dtype=np.float64), np.array(block, dtype=np.float64)
 
 
 def apply_thresholds(
-    policy: Policy, scores: F32, review: F32, block: F32
-) -> tuple[npt.NDArray[np.int8], F32, F32]:
+    policy: Policy, scores: F32, review: F64, block: F64
+) -> tuple[npt.NDArray[np.int8], F64, F64]:
     """Per-category severity (n, C) with escalation, and the effective thresholds used (n, C).
 
     Escalation: when any `special` category reaches its review threshold, every other category's
@@ -157,7 +162,7 @@ def apply_thresholds(
     lower = policy.escalation.lower_by
     if special.any() and lower > 0:
         fired = (scores[:, special] >= review[special]).any(axis=1) if n else np.zeros(0, bool)
-        drop = np.where(fired[:, None] & ~special[None, :], lower, 0.0).astype(np.float32)
+        drop = np.where(fired[:, None] & ~special[None, :], lower, 0.0)
         eff_review = np.maximum(eff_review - drop, -1.0)
         eff_block = np.maximum(eff_block - drop, -1.0)
     severity = (scores >= eff_review).astype(np.int8) + (scores >= eff_block).astype(np.int8)

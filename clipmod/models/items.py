@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clipmod.models.base import Base, Timestamp, enum_by_value, new_id, utcnow
+
+if TYPE_CHECKING:
+    from clipmod.models.policies import PolicyVersion
 
 
 class ItemStatus(enum.StrEnum):
@@ -77,7 +80,7 @@ class Verdict(Base):
     scored_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
 
     item: Mapped[Item] = relationship(back_populates="verdict")
-    policy_version: Mapped[PolicyVersion] = relationship()  # noqa: F821 - resolved by registry
+    policy_version: Mapped[PolicyVersion] = relationship()
 
 
 class ItemEmbedding(Base):

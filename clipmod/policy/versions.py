@@ -65,7 +65,8 @@ def activate(
     mode: ActivationMode = ActivationMode.ACTIVE,
 ) -> None:
     """Make `version` the active (or shadow) one for the named tenants, or for everyone."""
-    for tenant in tenants or [None]:
+    scopes: list[Tenant | None] = list(tenants) if tenants else [None]
+    for tenant in scopes:
         session.add(
             PolicyActivation(
                 policy_version_id=version.id,

@@ -1,0 +1,17 @@
+# One image for every role (api, worker, migrations); the command picks the role.
+# CPU by default; for GPU workers build with TORCH_INDEX=https://download.pytorch.org/whl/cu128.
+FROM python:3.11-slim
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=0 CLIPMOD_DATA_DIR=/data
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY clipmod ./clipmod
+COPY api ./api
+COPY workers ./workers
+COPY migrations ./migrations
+COPY policies ./policies
+RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 && pip install -e .
+RUN useradd --uid 10001 clipmod && mkdir -p /data && chown clipmod /data
+USER clipmod
+EXPOSE 8000
+CMD ["clipmod", "serve", "--host", "0.0.0.0", "--port", "8000"]

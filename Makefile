@@ -1,0 +1,59 @@
+# clipmod: `make help` lists the targets. Everything runs from a local virtualenv (.venv) that
+# the first target to need it creates from pyproject.toml's pinned dependencies.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export HF_HUB_OFFLINE ?= 1
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: an unpinned resolve would fetch a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the pinned dependencies
+
+run: venv ## run the whole service on the embedded default (SQLite + embedded broker)
+	$(BIN)/clipmod up --port $(PORT)
+
+lint: venv ## ruff (lint + format check) and mypy on the domain package
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv lint ## lint, then every test incl. both end-to-end configurations
+	.ci/services start
+	set -o pipefail; source var/ci/env && $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	  .ci/services stop; exit $$rc
+
+test-fast: venv ## unit and API tests only (no worker processes, no servers)
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+bench: venv ## throughput benchmarks (pipeline vs bare forward; policy backtest)
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.backtest
+
+eval: venv ## evaluate the bundled demo model and policy
+	$(BIN)/clipmod eval
+
+train-demo: venv ## retrain the bundled demo model from scratch (~20 min on 2 CPU cores)
+	$(BIN)/python -m clipmod.demo.train --out clipmod/assets/demo-clip
+
+migration: venv ## autogenerate a migration: make migration m="add column x"
+	d=$$(mktemp -d); CLIPMOD_DATA_DIR=$$d $(BIN)/alembic upgrade head && \
+	  CLIPMOD_DATA_DIR=$$d $(BIN)/alembic revision --autogenerate -m "$(m)"
+
+clean: ## remove the virtualenv and local data (var/)
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+
+.PHONY: help venv run lint test test-fast bench eval train-demo migration clean
