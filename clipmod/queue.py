@@ -53,6 +53,15 @@ def _configure_embedded_broker(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 
+def prepare_broker(app: Celery) -> None:
+    """Connect once up front: kombu's SQLite transport creates its tables on first use, and two
+    threads or processes doing that at the same moment race ("table kombu_queue already exists").
+    """
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+        conn.default_channel.queue_declare(SCORE_QUEUE, durable=True, auto_delete=False)
+
+
 def enqueue_scoring(app: Celery, item_ids: list[str]) -> None:
     """Send one message per item; call only after the transaction that created them committed."""
     with app.producer_or_acquire() as producer:

@@ -153,7 +153,8 @@ def apply_thresholds(
     """Per-category severity (n, C) with escalation, and the effective thresholds used (n, C).
 
     Escalation: when any `special` category reaches its review threshold, every other category's
-    thresholds drop by `escalation.lower_by` for that item.
+    thresholds drop by `escalation.lower_by` for that item. Special categories themselves always
+    come out `allow`: they change how strictly the others are judged, nothing else.
     """
     n = scores.shape[0]
     special = np.array([c.special for c in policy.categories], dtype=bool)
@@ -166,6 +167,8 @@ def apply_thresholds(
         eff_review = np.maximum(eff_review - drop, -1.0)
         eff_block = np.maximum(eff_block - drop, -1.0)
     severity = (scores >= eff_review).astype(np.int8) + (scores >= eff_block).astype(np.int8)
+    # A special category is a modifier (the SD checker's "special care"): it never acts alone.
+    severity[:, special] = 0
     return severity, eff_review, eff_block
 
 

@@ -76,6 +76,8 @@ class Settings:
     max_text_chars: int = 20_000
     decode_threads: int = 2
     policy_refresh_s: float = 2.0
+    stuck_after_s: float = 600.0
+    sweep_every_s: float = 60.0
     broker_poll_interval_s: float = 0.02
     log_level: str = "info"
 
@@ -106,6 +108,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_text_chars=_int(env, "MAX_TEXT_CHARS", 20_000),
         decode_threads=_int(env, "DECODE_THREADS", 2),
         policy_refresh_s=_float(env, "POLICY_REFRESH_S", 2.0),
+        stuck_after_s=_float(env, "STUCK_AFTER_S", 600.0),
+        sweep_every_s=_float(env, "SWEEP_EVERY_S", 60.0),
         broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", 0.02),
         log_level=(_get(env, "LOG_LEVEL") or "info").lower(),
     )

@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.policy import versions
-from clipmod.queue import SCORE_QUEUE, make_celery
+from clipmod.queue import SCORE_QUEUE, make_celery, prepare_broker
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
+from workers import sweeper
 from workers.pipeline import Scorer
 from workers.runtime import ClipRuntime
 from workers.tasks import register
@@ -79,7 +80,9 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
         if active is not None:
             scorer.policies.bank(session, active.id)  # warm: the first batch pays no text pass
     app = make_celery(settings)
+    prepare_broker(app)
     register(app, settings, lambda: scorer)
+    sweeper.start(sessions, app, settings.stuck_after_s, settings.sweep_every_s)
     _State.ready = True
     _State.detail = {"status": "ready", "model": runtime.describe()}
     log.info("worker ready: %s", runtime.describe())

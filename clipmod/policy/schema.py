@@ -52,6 +52,8 @@ class Category(_Strict):
     negatives: list[Prompt] = Field(default_factory=list)
     review_at: float = Field(ge=-1.0, le=1.0)
     block_at: float = Field(ge=-1.0, le=1.0)
+    # A special category only escalates (lowers the others' thresholds when it reaches
+    # review_at); it never reviews or blocks by itself.
     special: bool = False
 
     @field_validator("prompts", "negatives", mode="before")

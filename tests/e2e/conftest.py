@@ -58,6 +58,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         CLIPMOD_POLICY=str(settings.policy),
         CLIPMOD_DEVICE="cpu",
         CLIPMOD_POLICY_REFRESH_S="0.5",
+        CLIPMOD_STUCK_AFTER_S=str(settings.stuck_after_s),
+        CLIPMOD_SWEEP_EVERY_S=str(settings.sweep_every_s),
         CLIPMOD_BATCH_SIZE=str(settings.batch_size),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
@@ -88,7 +90,9 @@ class Worker:
         self.log_file.close()
 
 
-def start_worker(settings: Settings, log: Path, timeout: float = 120) -> Worker:
+def start_worker(
+    settings: Settings, log: Path, timeout: float = 120, settle: float = 0.5
+) -> Worker:
     port = free_port()
     fh = log.open("wb")
     proc = subprocess.Popen(
@@ -106,7 +110,7 @@ def start_worker(settings: Settings, log: Path, timeout: float = 120) -> Worker:
         try:
             if worker.ready().get("status") == "ready":
                 # Ready means model loaded; give the consumer a moment to attach to the queue.
-                time.sleep(0.5)
+                time.sleep(settle)
                 return worker
         except OSError:
             pass

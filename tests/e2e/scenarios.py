@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from sqlalchemy import select
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
 from api import create_app
 from clipmod.db import transaction
 from clipmod.demo import world
 from clipmod.models import ItemEmbedding, ItemStatus, PolicyVersion, Verdict
 from clipmod.policy import versions
+from clipmod.settings import Settings
 from tests.e2e.conftest import Stack, wait_for
 from tests.images import encode
 
 
+@contextmanager
+def api_client(settings: Settings) -> Iterator[FlaskClient]:
+    """The real API app in-process; its pooled connections are closed afterwards."""
+    app = create_app(settings)
+    try:
+        yield app.test_client()
+    finally:
+        app.extensions["clipmod"].engine.dispose()
+
+
 def upload_world_images(stack: Stack, n: int) -> dict[str, world.Sample]:
     """POST n demo-world images through the real API code; returns item id → ground truth."""
-    client = create_app(stack.settings).test_client()
-    headers = {"Authorization": f"Bearer {stack.key}"}
+    with api_client(stack.settings) as client:
+        return _upload(client, stack.key, n)
+
+
+def _upload(client: FlaskClient, key: str, n: int) -> dict[str, world.Sample]:
+    headers = {"Authorization": f"Bearer {key}"}
     out = {}
     for seed in range(n):
         sample = world.render(seed, "heldout")
@@ -35,6 +53,11 @@ def upload_world_images(stack: Stack, n: int) -> dict[str, world.Sample]:
         assert resp.status_code == 202, resp.get_json()
         out[resp.get_json()["id"]] = sample
     return out
+
+
+def count_scored(sessions) -> int:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return session.scalar(select(func.count(Verdict.id))) or 0
 
 
 def full_path(stack: Stack) -> None:
@@ -71,12 +94,12 @@ def hot_reload(stack: Stack) -> None:
         versions.activate(session, published.version, by="test")
         new_id = published.version.id
     time.sleep(1.5)  # the worker re-checks activations every 0.5 s in these tests
-    client = create_app(stack.settings).test_client()
-    resp = client.post(
-        "/v1/items",
-        json={"text": "a photo of a cup"},
-        headers={"Authorization": f"Bearer {stack.key}"},
-    )
+    with api_client(stack.settings) as client:
+        resp = client.post(
+            "/v1/items",
+            json={"text": "a photo of a cup"},
+            headers={"Authorization": f"Bearer {stack.key}"},
+        )
     item_id = resp.get_json()["id"]
     wait_for(stack.sessions, [item_id])
     with stack.sessions() as session:

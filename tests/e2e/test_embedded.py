@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+import time
+from pathlib import Path
+
 import pytest
 
+from clipmod import keys
+from clipmod.db import make_engine, make_sessionmaker, transaction
+from clipmod.models import ItemStatus
+from clipmod.settings import Settings
+from tests.conftest import make_settings
 from tests.e2e import scenarios
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, start_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -16,3 +25,32 @@ def test_full_path(embedded_stack: Stack) -> None:
 
 def test_hot_reload(embedded_stack: Stack) -> None:
     scenarios.hot_reload(embedded_stack)
+
+
+def test_items_of_a_killed_worker_are_not_lost(settings: Settings, tmp_path: Path) -> None:
+    """SIGKILL a worker holding prefetched messages; the next worker's sweeper re-queues them.
+
+    kombu's SQLite transport loses the messages a SIGKILLed worker had taken: without the
+    sweeper those items would stay `processing`/`queued` forever.
+    """
+    fast = make_settings(settings.data_dir, stuck_after_s="3", sweep_every_s="0.5")
+    engine = make_engine(fast.database_url)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as session:
+        key = keys.create_key(session, "acme")
+    samples = scenarios.upload_world_images(Stack(fast, sessions, key, None), 120)  # type: ignore[arg-type]
+    first = start_worker(fast, tmp_path / "first.log", settle=0)
+    while scenarios.count_scored(sessions) == 0:
+        time.sleep(0.01)
+    first.proc.send_signal(signal.SIGKILL)
+    first.stop()
+    left = len(samples) - scenarios.count_scored(sessions)
+    assert left > 0, "the worker finished everything before it was killed: upload more items"
+    second = start_worker(fast, tmp_path / "second.log")
+    try:
+        rows = wait_for(sessions, list(samples), timeout=90)
+        assert {r.status for r in rows} == {ItemStatus.SCORED}
+        assert "re-queueing" in (tmp_path / "second.log").read_text()
+    finally:
+        second.stop()
+        engine.dispose()

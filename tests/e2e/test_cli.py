@@ -1,0 +1,83 @@
+"""The commands a newcomer types: `clipmod keys create`, `clipmod up`, `clipmod submit`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from clipmod import keys
+from clipmod.db import make_engine, make_sessionmaker
+from clipmod.settings import Settings
+from tests.e2e.conftest import env_for, free_port
+
+pytestmark = pytest.mark.e2e
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def clipmod(
+    *args: str, settings: Settings, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clipmod.cli", *args],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_keys_create_prints_the_key_last(settings: Settings) -> None:
+    done = clipmod("keys", "create", "--tenant", "acme", settings=settings)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        row = keys.authenticate(session, key)
+        assert row is not None and row.tenant.name == "acme"
+        assert row.key_hash != key and key not in row.key_hash  # only the hash is stored
+    engine.dispose()
+
+
+def test_up_then_submit_gives_the_expected_verdicts(settings: Settings, tmp_path: Path) -> None:
+    expected = json.loads((SAMPLES / "expected.json").read_text())
+    port = free_port()
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "clipmod.cli", "up", "--port", str(port)],
+        env=env_for(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+                time.sleep(0.3)
+        banner = (tmp_path / "up.log").read_text()
+        assert f"http://127.0.0.1:{port}" in banner and "curl" in banner
+        files = [str(SAMPLES / name) for name in expected]
+        done = clipmod(
+            "submit", "--url", f"http://127.0.0.1:{port}", "--wait", *files, settings=settings
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = {Path(line.split(":")[0]).name: line for line in done.stdout.splitlines()}
+        for name, action in expected.items():
+            assert f": {action.upper()} " in lines[name], lines[name]
+    finally:
+        up.terminate()
+        up.wait(timeout=30)
+        log.close()

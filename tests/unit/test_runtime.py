@@ -1,0 +1,57 @@
+"""The model runtime: our fast preprocessing must equal transformers' own processor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers.runtime import CONTEXT_TOKENS, ClipRuntime
+
+
+@pytest.mark.parametrize("size", [(64, 64), (150, 100), (90, 200), (640, 480), (33, 500)])
+def test_preprocessing_matches_the_processor(runtime: ClipRuntime, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(size))
+    img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    ours = runtime.preprocess(img)
+    theirs = runtime.processor.image_processor(images=img, return_tensors="np")["pixel_values"][0]
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_image_embeddings_are_unit_vectors(runtime: ClipRuntime) -> None:
+    imgs = [Image.new("RGB", (80, 60), c) for c in ((255, 0, 0), (0, 0, 255))]
+    emb = runtime.encode_images(imgs)
+    assert emb.shape == (2, runtime.dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_long_text_is_cut_into_77_token_windows(runtime: ClipRuntime) -> None:
+    windows = runtime.text_windows("a photo of a red knife " * 60)
+    assert len(windows) > 1
+    assert all(2 <= len(w) <= CONTEXT_TOKENS for w in windows)
+    assert all(w[0] == runtime.tokenizer.bos_token_id for w in windows)
+    assert all(w[-1] == runtime.tokenizer.eos_token_id for w in windows)
+    emb = runtime.encode_token_windows(windows)
+    assert emb.shape == (len(windows), runtime.dim)
+
+
+def test_window_embedding_equals_the_tokenizer_path(runtime: ClipRuntime) -> None:
+    """Our own padding/masking must give what the processor's tokenisation gives."""
+    import torch
+
+    text = "a photo of a red knife"
+    ours = runtime.encode_texts([text])[0]
+    batch = runtime.tokenizer(
+        [text], padding="max_length", max_length=CONTEXT_TOKENS, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        out = runtime.model.get_text_features(**batch)
+    theirs = torch.nn.functional.normalize(out.pooler_output, dim=-1)[0].numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_revision_identifies_the_weights(runtime: ClipRuntime) -> None:
+    again = ClipRuntime.load(runtime.name, "cpu")
+    assert again.revision == runtime.revision
+    assert len(runtime.revision) == 12
