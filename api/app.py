@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import health, items
+from api import health, items, policies
 from api.errors import register_error_handlers
 from api.services import KEY, Services
 from clipmod import settings as settings_mod
@@ -38,6 +38,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
 def add_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(items.bp)
+    app.register_blueprint(policies.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -110,6 +110,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the slow model load, not after it."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise SystemExit(
+                f"clipmod: {host}:{port} is in use; pick another with --port"
+            ) from None
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,7 +144,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from clipmod import migrate
 
     settings = _settings()
+    _check_port_free(args.host, args.port)
     migrate.upgrade(settings)
+    from clipmod.queue import make_celery, prepare_broker
+
+    prepare_broker(make_celery(settings))
     health_port = _free_port()
     worker = subprocess.Popen(
         [sys.executable, "-m", "clipmod.cli", "worker", "--health-port", str(health_port)],
@@ -177,6 +195,10 @@ def _api(url: str, key: str, method: str = "GET", body: Any = None) -> tuple[int
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+    except urllib.error.URLError as exc:
+        raise SystemExit(
+            f"clipmod: cannot reach {url}: {exc.reason} (is `clipmod up` running?)"
+        ) from None
 
 
 def _client_key(args: argparse.Namespace) -> str:
@@ -302,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate the bundled demo model and policy")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
+    from clipmod.policy import commands as policy_commands
+
+    policy_commands.register(sub)
     return parser
 
 

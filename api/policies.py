@@ -1,0 +1,201 @@
+"""`/v1/policies`: publish, inspect, activate, lint and backtest policy versions; admin keys only.
+
+Lint and backtest need prompt embeddings, so they need the model's text encoder, which the API
+process otherwise never loads (scoring is the workers' job). The first such request loads the
+runtime (`workers.runtime.ClipRuntime`, `CLIPMOD_MODEL` on `CLIPMOD_DEVICE`) and caches it in
+`app.extensions` for the life of the process, together with the prompt banks it computed; a
+lock keeps two concurrent first requests from loading it twice. Only admins ever pay for it,
+and only once per API process. Stored traffic is re-scored from saved embeddings: no image
+forward pass happens here.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import require_admin
+from api.services import services
+from clipmod.errors import InvalidInput
+from clipmod.models import ActivationMode, PolicyVersion
+from clipmod.policy import backtest, lint, versions
+from clipmod.policy.commands import (
+    activations_by_version,
+    lookup_version,
+    tenants_by_name,
+    version_json,
+)
+from clipmod.policy.loader import parse_policy
+
+bp = Blueprint("policies", __name__, url_prefix="/v1/policies")
+bp.before_request(require_admin)
+
+RUNTIME_KEY = "clipmod.policy_runtime"
+BANKS_KEY = "clipmod.policy_banks"
+SOURCE = "yaml"  # problems read `yaml:LINE:COL field: message`: the body field they are in
+_LOAD_LOCK = threading.Lock()
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scope(_Strict):
+    tenants: list[str] = Field(default_factory=list)
+    shadow: bool = False
+
+
+class PublishBody(Scope):
+    yaml: str = Field(min_length=1)
+    activate: bool = True
+
+
+class LintBody(_Strict):
+    yaml: str = Field(min_length=1)
+    strict: bool = False
+    near_duplicate: float = Field(default=lint.NEAR_DUPLICATE_COS, ge=-1.0, le=1.0)
+
+
+class BacktestBody(_Strict):
+    yaml: str = Field(min_length=1)
+    since: datetime | None = None
+    against: str | None = None
+    examples: int = Field(default=5, ge=0, le=100)
+
+
+def _body(model: type[Body], *, optional: bool = False) -> Body:
+    data = request.get_json(silent=True)
+    if data is None and optional and not request.get_data():
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput("body: must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        raise InvalidInput(f"{field}: {message}") from None
+
+
+def policy_runtime() -> Any:
+    """The text encoder for lint/backtest: loaded on first use, then kept (see module doc)."""
+    ext = current_app.extensions
+    if RUNTIME_KEY not in ext:
+        with _LOAD_LOCK:
+            if RUNTIME_KEY not in ext:
+                from workers.runtime import ClipRuntime
+
+                settings = services().settings
+                ext[RUNTIME_KEY] = ClipRuntime.load(settings.model, settings.device)
+    return ext[RUNTIME_KEY]
+
+
+def _banks() -> backtest.BankCache:
+    return current_app.extensions.setdefault(BANKS_KEY, backtest.BankCache())  # type: ignore[no-any-return]
+
+
+def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[str, Any]:
+    mode = ActivationMode.SHADOW if scope.shadow else ActivationMode.ACTIVE
+    tenants = tenants_by_name(session, scope.tenants)
+    versions.activate(session, version, by=f"api:{g.tenant.name}", tenants=tenants, mode=mode)
+    return {"mode": mode.value, "tenants": [t.name for t in tenants] or None}
+
+
+@bp.post("")
+def publish() -> tuple[Response, int]:
+    body = _body(PublishBody)
+    with services().sessions() as session, session.begin():
+        published = versions.publish(
+            session, body.yaml, author=f"api:{g.tenant.name}", source=SOURCE
+        )
+        activated = _activate(session, published.version, body) if body.activate else None
+        where = activations_by_version(session).get(published.version.id, [])
+        reply = {
+            "version": version_json(published.version, where),
+            "created": published.created,
+            "activated": activated,
+        }
+    return jsonify(reply), 201 if published.created else 200
+
+
+@bp.get("")
+def list_versions() -> Response:
+    with services().sessions() as session:
+        where = activations_by_version(session)
+        rows = session.scalars(
+            select(PolicyVersion).order_by(PolicyVersion.name, PolicyVersion.version.desc())
+        )
+        return jsonify({"versions": [version_json(v, where.get(v.id, [])) for v in rows]})
+
+
+@bp.get("/<ref>")
+def show(ref: str) -> Response:
+    with services().sessions() as session:
+        version = lookup_version(session, ref)
+        where = activations_by_version(session).get(version.id, [])
+        return jsonify(version_json(version, where, yaml_text=True))
+
+
+@bp.post("/<ref>/activate")
+def activate(ref: str) -> Response:
+    scope = _body(Scope, optional=True)
+    with services().sessions() as session, session.begin():
+        version = lookup_version(session, ref)
+        activated = _activate(session, version, scope)
+        where = activations_by_version(session).get(version.id, [])
+        return jsonify({"version": version_json(version, where), "activated": activated})
+
+
+@bp.post("/lint")
+def lint_policy() -> Response:
+    body = _body(LintBody)
+    policy = parse_policy(body.yaml, source=SOURCE)
+    runtime = policy_runtime()
+    with services().sessions() as session:
+        findings = lint.lint(
+            policy,
+            runtime=runtime,
+            session=session,
+            model_name=services().settings.model,
+            yaml_text=body.yaml,
+            source=SOURCE,
+            near_duplicate=body.near_duplicate,
+        )
+    errors = sum(f.severity == "error" for f in findings)
+    return jsonify(
+        {
+            "findings": [f.to_dict() for f in findings],
+            "errors": errors,
+            "warnings": len(findings) - errors,
+            "status": lint.exit_status(findings, strict=body.strict),
+        }
+    )
+
+
+@bp.post("/backtest")
+def backtest_policy() -> Response:
+    body = _body(BacktestBody)
+    policy = parse_policy(body.yaml, source=SOURCE)
+    runtime = policy_runtime()
+    with services().sessions() as session:
+        against = lookup_version(session, body.against) if body.against else None
+        report = backtest.backtest(
+            session,
+            policy,
+            runtime,
+            draft_label=f"{policy.name} (draft)",
+            since=body.since,
+            against=against,
+            examples=body.examples,
+            banks=_banks(),
+        )
+    return jsonify(report.to_dict())

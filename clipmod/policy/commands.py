@@ -1,0 +1,440 @@
+"""`clipmod policy …`: publish, activate, inspect, lint, backtest, shadow-report and suggest.
+
+Every command opens the database from `CLIPMOD_*` settings; lint, backtest and suggest also load
+the worker's model (`CLIPMOD_MODEL`), only to embed prompts: stored traffic is re-scored from
+its saved embeddings. Heavy imports happen inside the commands, so `clipmod --help` stays fast.
+
+Exit status: 0 success; 2 an invalid policy (each problem printed as
+`file:line:col field: message`) or any other refused request (`clipmod: code: message`);
+`lint` also returns 1 for warnings under `--strict` (see `clipmod.policy.lint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from clipmod import settings as settings_mod
+from clipmod.errors import ClipmodError, InvalidInput, NotFound
+from clipmod.models import ActivationMode, ItemEmbedding, PolicyActivation, PolicyVersion, Tenant
+from clipmod.policy import versions
+from clipmod.policy.loader import PolicyError, load_policy_file
+from clipmod.settings import Settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Expected failures become messages and exit status 2, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except PolicyError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 2
+        except ClipmodError as exc:
+            print(f"clipmod: {exc.code}: {exc.message}", file=sys.stderr)
+            return 2
+        except settings_mod.SettingsError as exc:
+            print(f"clipmod: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@contextmanager
+def _db(settings: Settings) -> Iterator[Session]:
+    from clipmod.db import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _runtime(settings: Settings) -> Any:
+    from workers.runtime import ClipRuntime
+
+    return ClipRuntime.load(settings.model, settings.device)
+
+
+def _since(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
+
+
+def lookup_version(session: Session, ref: str) -> PolicyVersion:
+    """`versions.get_version`, with a malformed ref reported as not found (not a crash)."""
+    if not re.fullmatch(r"[^@]+@\d+|\d+", ref):
+        raise NotFound(
+            f"policy version {ref!r} not found: use name@N or an id",
+            code="policy_version_not_found",
+        )
+    return versions.get_version(session, ref)
+
+
+def tenants_by_name(session: Session, names: list[str] | None) -> list[Tenant]:
+    rows = []
+    for name in names or []:
+        row = session.scalar(select(Tenant).where(Tenant.name == name))
+        if row is None:
+            raise InvalidInput(f"no tenant named {name!r}", code="unknown_tenant")
+        rows.append(row)
+    return rows
+
+
+@contextmanager
+def _progress(session: Session, revision: str, desc: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr over the stored embeddings a job reads (silent when not a TTY)."""
+    from tqdm import tqdm
+
+    total = session.scalar(
+        select(func.count())
+        .select_from(ItemEmbedding)
+        .where(ItemEmbedding.model_revision == revision)
+    )
+    with tqdm(
+        total=total, desc=desc, unit="item", file=sys.stderr, leave=False, disable=None
+    ) as bar:
+        yield bar.update
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def activations_by_version(session: Session) -> dict[int, list[dict[str, Any]]]:
+    """Where each version is in force now: `{version_id: [{"tenant", "mode"}]}`.
+
+    The newest activation per (tenant, mode) wins, as in `versions.resolve`.
+    """
+    names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
+    latest: dict[tuple[int | None, ActivationMode], int] = {}
+    for row in session.scalars(
+        select(PolicyActivation).order_by(PolicyActivation.activated_at, PolicyActivation.id)
+    ):
+        latest[(row.tenant_id, row.mode)] = row.policy_version_id
+    out: dict[int, list[dict[str, Any]]] = {}
+    for (tenant_id, mode), version_id in sorted(
+        latest.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or 0, kv[0][1])
+    ):
+        tenant = names.get(tenant_id) if tenant_id is not None else None
+        out.setdefault(version_id, []).append({"tenant": tenant, "mode": mode.value})
+    return out
+
+
+def version_json(
+    version: PolicyVersion, where: list[dict[str, Any]], *, yaml_text: bool = False
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": version.id,
+        "name": version.name,
+        "version": version.version,
+        "label": version.label,
+        "content_hash": version.content_hash,
+        "author": version.author,
+        "parent_id": version.parent_id,
+        "created_at": version.created_at.isoformat(),
+        "in_force": where,
+    }
+    if yaml_text:
+        body["yaml"] = version.yaml_text
+    return body
+
+
+def _scopes(where: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{w['mode']}: {w['tenant'] or 'everyone'}" for w in where) or "-"
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+def _activate(session: Session, version: PolicyVersion, args: argparse.Namespace, by: str) -> str:
+    mode = ActivationMode.SHADOW if args.shadow else ActivationMode.ACTIVE
+    tenants = tenants_by_name(session, args.tenant)
+    versions.activate(session, version, by=by, tenants=tenants, mode=mode)
+    scope = ", ".join(t.name for t in tenants) or "everyone"
+    return f"{version.label} is now {mode.value} for {scope}"
+
+
+@_guarded
+def cmd_publish(args: argparse.Namespace) -> int:
+    _, text = load_policy_file(args.file)
+    author = args.author or f"cli:{getpass.getuser()}"
+    with _db(settings_mod.load()) as session:
+        published = versions.publish(session, text, author=author, source=args.file)
+        version = published.version
+        if published.created:
+            parent = session.get(PolicyVersion, version.parent_id) if version.parent_id else None
+            print(
+                f"published {version.label} (id {version.id}"
+                + (f", parent {parent.label})" if parent else ")")
+            )
+        else:
+            print(f"{version.label} is already published with this exact content (id {version.id})")
+        if not args.no_activate:
+            print(_activate(session, version, args, author))
+    return 0
+
+
+@_guarded
+def cmd_activate(args: argparse.Namespace) -> int:
+    with _db(settings_mod.load()) as session:
+        version = lookup_version(session, args.ref)
+        print(_activate(session, version, args, args.author or f"cli:{getpass.getuser()}"))
+    return 0
+
+
+@_guarded
+def cmd_list(args: argparse.Namespace) -> int:
+    with _db(settings_mod.load()) as session:
+        rows = session.scalars(
+            select(PolicyVersion).order_by(PolicyVersion.name, PolicyVersion.version.desc())
+        ).all()
+        where = activations_by_version(session)
+        if args.json:
+            _print_json({"versions": [version_json(v, where.get(v.id, [])) for v in rows]})
+            return 0
+        for v in rows:
+            print(
+                f"{v.label:<24} id {v.id:<5} {v.created_at:%Y-%m-%d %H:%M}  {v.author:<20} "
+                f"{_scopes(where.get(v.id, []))}"
+            )
+    return 0
+
+
+@_guarded
+def cmd_show(args: argparse.Namespace) -> int:
+    with _db(settings_mod.load()) as session:
+        version = lookup_version(session, args.ref)
+        where = activations_by_version(session).get(version.id, [])
+        if args.json:
+            _print_json(version_json(version, where, yaml_text=True))
+            return 0
+        print(f"# {version.label} (id {version.id}) by {version.author} at {version.created_at}")
+        print(f"# sha256 {version.content_hash}; in force: {_scopes(where)}")
+        print(version.yaml_text, end="" if version.yaml_text.endswith("\n") else "\n")
+    return 0
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+
+@_guarded
+def cmd_lint(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from clipmod.policy import lint
+
+    policy, text = load_policy_file(args.file)
+    settings = settings_mod.load()
+    runtime = None if args.no_model else _runtime(settings)
+    run = functools.partial(
+        lint.lint,
+        policy,
+        runtime=runtime,
+        model_name=settings.model,
+        yaml_text=text,
+        source=args.file,
+        near_duplicate=args.near_duplicate,
+    )
+    try:
+        with _db(settings) as session:
+            findings = run(session=session)
+    except SQLAlchemyError as exc:  # no database yet: lint what can be linted without one
+        print(f"clipmod: database unavailable, traffic checks skipped ({exc})", file=sys.stderr)
+        findings = run()
+    status = lint.exit_status(findings, strict=args.strict)
+    errors = sum(f.severity == "error" for f in findings)
+    if args.json:
+        _print_json(
+            {
+                "findings": [f.to_dict() for f in findings],
+                "errors": errors,
+                "warnings": len(findings) - errors,
+                "status": status,
+            }
+        )
+        return status
+    for f in findings:
+        print(f)
+    print(f"{errors} errors, {len(findings) - errors} warnings", file=sys.stderr)
+    return status
+
+
+@_guarded
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from clipmod.policy import backtest
+
+    policy, _ = load_policy_file(args.file)
+    settings = settings_mod.load()
+    runtime = _runtime(settings)
+    with _db(settings) as session:
+        against = lookup_version(session, args.against) if args.against else None
+        with _progress(session, runtime.revision, "backtest") as progress:
+            report = backtest.backtest(
+                session,
+                policy,
+                runtime,
+                draft_label=args.file,
+                since=args.since,
+                against=against,
+                examples=args.examples,
+                progress=progress,
+            )
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.render())
+    return 0
+
+
+@_guarded
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    from clipmod.policy import shadow
+
+    with _db(settings_mod.load()) as session:
+        version = lookup_version(session, args.version) if args.version else None
+        report = shadow.shadow_report(
+            session, version=version, since=args.since, examples=args.examples
+        )
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.render())
+    return 0
+
+
+def _pick(value: float | None, quality: dict[str, float] | None) -> str:
+    if value is None or quality is None:
+        return "-"
+    return f"{value} (P {quality['precision']:.2f} R {quality['recall']:.2f})"
+
+
+@_guarded
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from clipmod.policy import suggest
+
+    settings = settings_mod.load()
+    runtime = _runtime(settings)
+    with _db(settings) as session:
+        row = lookup_version(session, args.policy) if args.policy else None
+        row = row or versions.resolve(session, None)
+        if row is None:
+            raise ClipmodError("no active policy version; name one with --policy", code="no_policy")
+        with _progress(session, runtime.revision, "suggest") as progress:
+            report = suggest.suggest(
+                session,
+                versions.load(row),
+                runtime,
+                policy_label=row.label,
+                target_precision=args.target_precision,
+                review_precision=args.review_precision,
+                progress=progress,
+            )
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(
+        f"{report.policy}: {report.labelled_items} labelled items; block_at at precision "
+        f"≥ {report.target_precision}, review_at at precision ≥ {report.review_precision}"
+    )
+    for s in report.categories:
+        print(
+            f"  {s.id:<20} review_at {s.current['review_at']} -> "
+            f"{_pick(s.review_at, s.review_quality)}  block_at {s.current['block_at']} -> "
+            f"{_pick(s.block_at, s.block_quality)}" + (f"  [{s.note}]" if s.note else "")
+        )
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add `policy` and its subcommands to the `clipmod` parser."""
+    policy = subparsers.add_parser("policy", help="versioned moderation policies")
+    sub = policy.add_subparsers(dest="policy_cmd", required=True)
+
+    def scoped(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tenant", action="append", help="only for this tenant (repeatable)")
+        p.add_argument("--author", default=None, help="recorded as who did it")
+
+    publish = sub.add_parser("publish", help="validate and store a new version; activate it")
+    publish.add_argument("file")
+    scoped(publish)
+    mode = publish.add_mutually_exclusive_group()
+    mode.add_argument("--no-activate", action="store_true", help="store only")
+    mode.add_argument("--shadow", action="store_true", help="activate in shadow mode")
+    publish.set_defaults(func=cmd_publish)
+
+    activate = sub.add_parser("activate", help="put a version in force (rollback: an older one)")
+    activate.add_argument("ref", help="name@N or version id")
+    scoped(activate)
+    activate.add_argument("--shadow", action="store_true", help="as the shadow version")
+    activate.set_defaults(func=cmd_activate)
+
+    lst = sub.add_parser("list", help="every version and where it is in force")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="one version's text and metadata")
+    show.add_argument("ref", help="name@N or version id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    lint = sub.add_parser("lint", help="find likely mistakes (exit 2 errors, 1 --strict warnings)")
+    lint.add_argument("file")
+    lint.add_argument("--json", action="store_true")
+    lint.add_argument("--strict", action="store_true", help="exit 1 on warnings")
+    lint.add_argument("--no-model", action="store_true", help="skip checks that need the model")
+    lint.add_argument(
+        "--near-duplicate",
+        type=float,
+        default=0.95,
+        metavar="COS",
+        help="prompt cosine that counts as a near-duplicate (default 0.95)",
+    )
+    lint.set_defaults(func=cmd_lint)
+
+    bt = sub.add_parser("backtest", help="re-score stored traffic: draft vs the active version")
+    bt.add_argument("file")
+    bt.add_argument("--since", type=_since, default=None, help="only items created since (ISO)")
+    bt.add_argument("--against", default=None, help="compare with this version, not the active")
+    bt.add_argument("--examples", type=int, default=5, help="example item ids per transition")
+    bt.add_argument("--json", action="store_true")
+    bt.set_defaults(func=cmd_backtest)
+
+    sr = sub.add_parser("shadow-report", help="shadow verdicts vs the real ones")
+    sr.add_argument("--version", default=None, help="only this shadow version (name@N or id)")
+    sr.add_argument("--since", type=_since, default=None)
+    sr.add_argument("--examples", type=int, default=5)
+    sr.add_argument("--json", action="store_true")
+    sr.set_defaults(func=cmd_shadow_report)
+
+    sg = sub.add_parser("suggest", help="thresholds from moderator decisions")
+    sg.add_argument("--target-precision", type=float, default=0.95, help="for block_at")
+    sg.add_argument("--review-precision", type=float, default=0.5, help="floor for review_at")
+    sg.add_argument("--policy", default=None, help="version to tune (default: the active one)")
+    sg.add_argument("--json", action="store_true")
+    sg.set_defaults(func=cmd_suggest)
