@@ -10,6 +10,7 @@ preprocessing a small fraction of a forward pass.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -129,9 +130,19 @@ class ClipRuntime:
 
     @property
     def display_name(self) -> str:
-        """The model's name for verdicts: a hub id as given, a folder by its last component."""
+        """The model's name for verdicts and policies' `model:` field.
+
+        A hub id as given; a folder by the `model_id` its `training.json` declares (the bundled
+        model does), else by its last path component.
+        """
         path = Path(self.name)
-        return path.name if path.exists() else self.name
+        if not path.is_dir():
+            return self.name
+        try:
+            info = json.loads((path / "training.json").read_text(encoding="utf-8"))
+            return str(info["model_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return path.name
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         return self.image_spec.to_array(img)
