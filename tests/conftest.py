@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,6 +87,20 @@ def api_key(sessions: sessionmaker[Session]) -> str:
 def other_key(sessions: sessionmaker[Session]) -> str:
     with transaction(sessions) as session:
         return keys.create_key(session, "globex")
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    from api import create_app
+
+    app = create_app(settings)
+    yield app
+    app.extensions["clipmod"].engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
 
 
 @pytest.fixture(scope="session")

@@ -141,7 +141,8 @@ class Scorer:
         try:
             self._prepare(work)
             self._forward(work)
-            return self._write(work)
+            self._write(work)
+            return []
         except Exception:
             log.exception("batch of %d failed; returning its items to the queue", len(work))
             return self._release(work)
@@ -225,7 +226,7 @@ class Scorer:
         bank = self.policies.bank(session, version_id)
         return scoring.decide(bank, parts, item_id=w.id, tenant=w.tenant)
 
-    def _write(self, work: list[_Work]) -> list[str]:
+    def _write(self, work: list[_Work]) -> None:
         with transaction(self.sessions) as session:
             items = {
                 i.id: i
@@ -240,7 +241,6 @@ class Scorer:
                     item.error_code, item.error_message = w.error.code, w.error.message
                     continue
                 self._store_verdict(session, item, w)
-        return []
 
     def _store_verdict(self, session: Session, item: Item, w: _Work) -> None:
         outcome = self._outcome(session, w, w.version_id)

@@ -43,15 +43,13 @@ class Thresholds(_Strict):
         return self
 
 
-class Category(_Strict):
+class Category(Thresholds):
     id: str = Field(pattern=ID_PATTERN)
     title: str = ""
     description: str = ""
     mode: Literal["similarity", "contrast"] = "similarity"
     prompts: list[Prompt] = Field(min_length=1)
     negatives: list[Prompt] = Field(default_factory=list)
-    review_at: float = Field(ge=-1.0, le=1.0)
-    block_at: float = Field(ge=-1.0, le=1.0)
     # A special category only escalates (lowers the others' thresholds when it reaches
     # review_at); it never reviews or blocks by itself.
     special: bool = False
@@ -62,12 +60,6 @@ class Category(_Strict):
         if isinstance(value, list):
             return [{"text": v} if isinstance(v, str) else v for v in value]
         return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.block_at < self.review_at:
-            raise ValueError("block_at: must be ≥ review_at")
-        return self
 
 
 class Escalation(_Strict):

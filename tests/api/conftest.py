@@ -3,24 +3,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import create_app
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from workers.pipeline import Scorer
-
-
-@pytest.fixture
-def app(settings: Settings) -> Flask:
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def auth(key: str) -> dict[str, str]:

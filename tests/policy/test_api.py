@@ -10,24 +10,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import create_app
 from api.policies import RUNTIME_KEY
 from clipmod import keys
 from clipmod.db import transaction
 from clipmod.models import ActivationMode
 from clipmod.policy import versions
-from clipmod.settings import Settings
 from tests.policy.conftest import StoreFn, policy_text, unit_rows
-
-
-@pytest.fixture
-def app(settings: Settings) -> Flask:
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.fixture
