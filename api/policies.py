@@ -2,7 +2,7 @@
 
 Lint and backtest need prompt embeddings, so they need the model's text encoder, which the API
 process otherwise never loads (scoring is the workers' job). The first such request loads the
-runtime (`workers.runtime.ClipRuntime`, `CLIPMOD_MODEL` on `CLIPMOD_DEVICE`) and caches it in
+runtime (`clipmod.runtime.ClipRuntime`, `CLIPMOD_MODEL` on `CLIPMOD_DEVICE`) and caches it in
 `app.extensions` for the life of the process, together with the prompt banks it computed; a
 lock keeps two concurrent first requests from loading it twice. Only admins ever pay for it,
 and only once per API process. Stored traffic is re-scored from saved embeddings: no image
@@ -92,7 +92,7 @@ def policy_runtime() -> Any:
     if RUNTIME_KEY not in ext:
         with _LOAD_LOCK:
             if RUNTIME_KEY not in ext:
-                from workers.runtime import ClipRuntime
+                from clipmod.runtime import ClipRuntime
 
                 settings = services().settings
                 ext[RUNTIME_KEY] = ClipRuntime.load(settings.model, settings.device)

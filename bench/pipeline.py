@@ -76,7 +76,7 @@ def make_jpegs(n: int) -> list[bytes]:
 
 
 def bare_forward(model_dir: Path, jpegs: list[bytes], batch: int, batches: int) -> float:
-    from workers.runtime import ClipRuntime
+    from clipmod.runtime import ClipRuntime
 
     runtime = ClipRuntime.load(str(model_dir), "cpu")
     pixels = np.stack(

@@ -105,6 +105,6 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture(scope="session")
 def runtime():  # type: ignore[no-untyped-def]
-    from workers.runtime import ClipRuntime
+    from clipmod.runtime import ClipRuntime
 
     return ClipRuntime.load(str(MODEL_DIR), "cpu")

@@ -33,9 +33,9 @@ from clipmod.models import (
     Verdict,
 )
 from clipmod.policy import versions
+from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
-from workers.runtime import ClipRuntime
 
 log = logging.getLogger(__name__)
 

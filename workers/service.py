@@ -17,11 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.policy import versions
 from clipmod.queue import SCORE_QUEUE, make_celery, prepare_broker
+from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from workers import sweeper
 from workers.pipeline import Scorer
-from workers.runtime import ClipRuntime
 from workers.tasks import register
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ _BLOCK = 8_192  # rows widened to float32 at a time (16 MiB at d=512)
 class TextEncoder(Protocol):
     """What a backtest needs of the model: prompt embeddings and which weights they came from.
 
-    `workers.runtime.ClipRuntime` is one; tests and benchmarks may pass a stand-in.
+    `clipmod.runtime.ClipRuntime` is one; tests and benchmarks may pass a stand-in.
     """
 
     revision: str

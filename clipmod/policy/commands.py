@@ -71,7 +71,7 @@ def _db(settings: Settings) -> Iterator[Session]:
 
 
 def _runtime(settings: Settings) -> Any:
-    from workers.runtime import ClipRuntime
+    from clipmod.runtime import ClipRuntime
 
     return ClipRuntime.load(settings.model, settings.device)
 

@@ -47,7 +47,7 @@ Severity = Literal["error", "warning"]
 
 
 class LintRuntime(Protocol):
-    """The parts of `workers.runtime.ClipRuntime` lint uses."""
+    """The parts of `clipmod.runtime.ClipRuntime` lint uses."""
 
     @property
     def revision(self) -> str: ...

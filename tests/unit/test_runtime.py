@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers.runtime import CONTEXT_TOKENS, ClipRuntime
+from clipmod.runtime import CONTEXT_TOKENS, ClipRuntime
 
 
 @pytest.mark.parametrize("size", [(64, 64), (150, 100), (90, 200), (640, 480), (33, 500)])

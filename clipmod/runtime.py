@@ -1,4 +1,7 @@
-"""The CLIP model in a worker process: loading, preprocessing and the forward passes.
+"""The CLIP model in a process: loading, preprocessing and the forward passes.
+
+Workers score with it; the policy tools (lint, backtest) and the evaluation embed prompts with
+it. It lives in the domain package so the API never imports worker internals.
 
 A bundled folder and a hub id (`openai/clip-vit-base-patch32`) take the same path through
 `AutoModel`/`AutoProcessor.from_pretrained`. Image preprocessing reimplements the processor's
