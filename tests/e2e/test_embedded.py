@@ -11,6 +11,7 @@ import pytest
 from clipmod import keys
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.models import ItemStatus
+from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from tests.conftest import make_settings
 from tests.e2e import scenarios
@@ -19,8 +20,8 @@ from tests.e2e.conftest import Stack, start_worker, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def test_full_path(embedded_stack: Stack) -> None:
-    scenarios.full_path(embedded_stack)
+def test_full_path(embedded_stack: Stack, runtime: ClipRuntime) -> None:
+    scenarios.full_path(embedded_stack, runtime)
 
 
 def test_hot_reload(embedded_stack: Stack) -> None:

@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from clipmod.models import Base
+from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from tests.e2e import scenarios
 from tests.e2e.conftest import Stack
@@ -23,8 +24,8 @@ def test_models_match_migrations_on_postgres(production_settings: Settings) -> N
     assert diff == []
 
 
-def test_full_path(production_stack: Stack) -> None:
-    scenarios.full_path(production_stack)
+def test_full_path(production_stack: Stack, runtime: ClipRuntime) -> None:
+    scenarios.full_path(production_stack, runtime)
 
 
 def test_hot_reload(production_stack: Stack) -> None:
