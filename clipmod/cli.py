@@ -154,6 +154,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         [sys.executable, "-m", "clipmod.cli", "worker", "--health-port", str(health_port)],
         env=os.environ.copy(),
     )
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwind through `finally`, which stops the worker
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         print("starting the worker (loading the model)…", file=sys.stderr, flush=True)
         _wait_ready(f"http://127.0.0.1:{health_port}/readyz", worker, args.ready_timeout)

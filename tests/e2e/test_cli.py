@@ -81,3 +81,37 @@ def test_up_then_submit_gives_the_expected_verdicts(settings: Settings, tmp_path
         up.terminate()
         up.wait(timeout=30)
         log.close()
+
+
+def test_up_stops_its_worker_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "clipmod.cli", "up", "--port", str(port)],
+        env=env_for(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                    break
+            except OSError:
+                assert up.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(up.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(workers) == 1
+        up.terminate()
+        up.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{workers[0]}").exists(), "clipmod up left its worker running"
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
