@@ -13,6 +13,7 @@ against end to end.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from clipmod.demo import world
@@ -65,8 +66,8 @@ def write_samples(
         sample.image.save(out / name, optimize=True)
         outcome = decide(bank, [("image", rt.encode_images([sample.image]))], item_id=name)
         scores = {r.id: r.score for r in outcome.categories}
-        acting = [r for r in outcome.categories if r.action == outcome.action]
-        category = acting[0].id if acting and outcome.action != "allow" else None
+        acting = [r for r in outcome.categories if r.action == outcome.action != "allow"]
+        category = max(acting, key=lambda r: r.score).id if acting else None
         held = " (held-out pair)" if pairs[0] in world.HELD_OUT_PAIRS else ""
         rows.append((name, outcome.action, category, held, scores))
     lines = [
@@ -87,6 +88,9 @@ def write_samples(
         cells = " | ".join(f"{scores[c.id]:.2f}" for c in policy.categories)
         lines.append(f"| `{name}` | {content} | **{action}** | {category or '-'} | {cells} |")
     (out / "README.md").write_text("\n".join(lines) + "\n")
+    # The same verdicts, machine-readable: tests/e2e/test_cli.py checks the service against them.
+    expected = {name: action for name, action, _, _, _ in rows}
+    (out / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     return [(name, action, category) for name, action, category, _, _ in rows]
 
 
