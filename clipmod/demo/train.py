@@ -50,7 +50,7 @@ TEXT_POSITIONS = 77
 """Kept at CLIP's value so the service's 77-token prompt windowing applies unchanged."""
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 2000,
+    "steps": 2600,
     "batch_size": 256,
     "pool": 80_000,
     "lr": 1e-3,
