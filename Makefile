@@ -46,8 +46,11 @@ bench: venv ## throughput benchmarks (pipeline vs bare forward; policy backtest)
 eval: venv ## evaluate the bundled demo model and policy
 	$(BIN)/clipmod eval
 
-train-demo: venv ## retrain the bundled demo model from scratch (~20 min on 2 CPU cores)
+train-demo: venv ## retrain the bundled demo model from scratch (~25 min on 2 CPU cores)
 	$(BIN)/python -m clipmod.demo.train --out clipmod/assets/demo-clip
+
+reproduce-demo: venv ## retrain into a temp folder; fail if eval moves > 2 points from the committed model
+	$(BIN)/python -m clipmod.demo.reproduce
 
 migration: venv ## autogenerate a migration: make migration m="add column x"
 	d=$$(mktemp -d); CLIPMOD_DATA_DIR=$$d $(BIN)/alembic upgrade head && \
@@ -56,4 +59,4 @@ migration: venv ## autogenerate a migration: make migration m="add column x"
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help venv run lint test test-fast bench eval train-demo migration clean
+.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration clean
