@@ -36,7 +36,7 @@ from clipmod.scoring import F32, apply_thresholds, build_bank, score, thresholds
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo-clip"
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
-DEFAULT_N = 600
+DEFAULT_N = 1000
 _BATCH = 64
 
 

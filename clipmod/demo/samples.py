@@ -69,29 +69,34 @@ def write_samples(
         acting = [r for r in outcome.categories if r.action == outcome.action != "allow"]
         category = max(acting, key=lambda r: r.score).id if acting else None
         held = " (held-out pair)" if pairs[0] in world.HELD_OUT_PAIRS else ""
-        rows.append((name, outcome.action, category, held, scores))
+        truth = sorted({c for o, _ in pairs if (c := world.category_of(o))})
+        rows.append((name, outcome.action, category, held, scores, truth))
     lines = [
         "# Sample images",
         "",
         "Images from the generated demo world (`clipmod/demo/world.py`), 64x64 px, written by",
         "`python -m clipmod.demo.samples`. The verdict is what `policies/demo.yaml` gives with the",
         "bundled model `clipmod/assets/demo-clip`; an end-to-end run of the service with that",
-        "policy should reproduce it. Scores are the policy's category scores (contrast mode).",
+        "policy should reproduce it. Scores are the policy's category scores (contrast mode);",
+        '"truth" is the category the drawn objects belong to, so a wrong verdict shows.',
         "",
-        "| file | content | verdict | category | "
+        "| file | content | truth | verdict | category | "
         + " | ".join(c.id for c in policy.categories)
         + " |",
-        "|---|---|---|---|" + "---|" * len(policy.categories),
+        "|---|---|---|---|---|" + "---|" * len(policy.categories),
     ]
-    for name, action, category, held, scores in rows:
+    for name, action, category, held, scores, truth in rows:
         content = name.removesuffix(".png").replace("-and-", " and ").replace("-", " ") + held
         cells = " | ".join(f"{scores[c.id]:.2f}" for c in policy.categories)
-        lines.append(f"| `{name}` | {content} | **{action}** | {category or '-'} | {cells} |")
+        lines.append(
+            f"| `{name}` | {content} | {', '.join(truth) or '-'} | **{action}** "
+            f"| {category or '-'} | {cells} |"
+        )
     (out / "README.md").write_text("\n".join(lines) + "\n")
     # The same verdicts, machine-readable: tests/e2e/test_cli.py checks the service against them.
-    expected = {name: action for name, action, _, _, _ in rows}
+    expected = {name: action for name, action, *_ in rows}
     (out / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
-    return [(name, action, category) for name, action, category, _, _ in rows]
+    return [(name, action, category) for name, action, category, *_ in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
