@@ -131,7 +131,7 @@ COLOUR_JITTER = 40
 """Per-channel spread around each named colour, so each name covers a region, not a point."""
 OUTLINE = 0.07
 """Outline width as a fraction of object size: the colour-independent part of a shape."""
-MONOCHROME = 0.2
+MONOCHROME = 0.35
 """Share of train/val images shown in black and white."""
 _MONO_TEMPLATES = (
     "a black and white photo of {}",
