@@ -1,11 +1,11 @@
 """Write the sample images in ``samples/`` and the README that states their expected verdicts.
 
 The samples are picked from the world by content (the first val image holding exactly the wanted
-objects in the wanted colours, without a rendered word), so regenerating them is deterministic.
-A pair the world holds out from training is taken from the ``heldout`` split instead, which
-makes some of the samples unseen combinations on purpose. Each verdict is what the demo policy
-gives with the committed model, so the README is a prediction that the service can be checked
-against end to end.
+objects in the wanted colours, shown in colour and without a rendered word), so regenerating them
+is deterministic. A pair the world holds out from training is taken from the ``heldout`` split
+instead, which makes some of the samples unseen combinations on purpose. Each verdict is what
+the demo policy gives with the committed model, so the README is a prediction that the service
+can be checked against end to end.
 
     python -m clipmod.demo.samples
 """
@@ -41,14 +41,16 @@ _SEARCH = 20_000
 
 
 def find(pairs: tuple[tuple[str, str], ...]) -> world.Sample:
-    """The first image, by seed, holding exactly ``pairs`` in any order and no word."""
+    """The first colour image, by seed, holding exactly ``pairs`` in any order and no word."""
     held = [p in world.HELD_OUT_PAIRS for p in pairs]
     if any(held) and not all(held):
         raise ValueError(f"{pairs}: cannot mix held-out and trained pairs in one image")
     split = "heldout" if all(held) else "val"
     for seed in range(_SEARCH):
         s = world.render(seed, split, n_objects=len(pairs))
-        if s.word is None and sorted(zip(s.objects, s.colours, strict=True)) == sorted(pairs):
+        if s.monochrome or s.word is not None:  # a "blue syringe" sample must look blue
+            continue
+        if sorted(zip(s.objects, s.colours, strict=True)) == sorted(pairs):
             return s
     raise LookupError(f"no {split} image with {pairs} in {_SEARCH} seeds")
 
