@@ -17,21 +17,15 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import require_admin
 from api.services import services
 from clipmod.errors import InvalidInput
-from clipmod.models import ActivationMode, PolicyVersion
+from clipmod.models import PolicyVersion
 from clipmod.policy import backtest, lint, versions
-from clipmod.policy.commands import (
-    activations_by_version,
-    lookup_version,
-    tenants_by_name,
-    version_json,
-)
 from clipmod.policy.loader import parse_policy
+from clipmod.policy.versions import activations_by_version, get_version, version_json
 
 bp = Blueprint("policies", __name__, url_prefix="/v1/policies")
 bp.before_request(require_admin)
@@ -104,10 +98,10 @@ def _banks() -> backtest.BankCache:
 
 
 def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[str, Any]:
-    mode = ActivationMode.SHADOW if scope.shadow else ActivationMode.ACTIVE
-    tenants = tenants_by_name(session, scope.tenants)
-    versions.activate(session, version, by=f"api:{g.tenant.name}", tenants=tenants, mode=mode)
-    return {"mode": mode.value, "tenants": [t.name for t in tenants] or None}
+    done = versions.activate_by_name(
+        session, version, by=f"api:{g.tenant.name}", tenant_names=scope.tenants, shadow=scope.shadow
+    )
+    return {"mode": done.mode.value, "tenants": done.tenants or None}
 
 
 @bp.post("")
@@ -131,16 +125,14 @@ def publish() -> tuple[Response, int]:
 def list_versions() -> Response:
     with services().sessions() as session:
         where = activations_by_version(session)
-        rows = session.scalars(
-            select(PolicyVersion).order_by(PolicyVersion.name, PolicyVersion.version.desc())
-        )
+        rows = versions.all_versions(session)
         return jsonify({"versions": [version_json(v, where.get(v.id, [])) for v in rows]})
 
 
 @bp.get("/<ref>")
 def show(ref: str) -> Response:
     with services().sessions() as session:
-        version = lookup_version(session, ref)
+        version = get_version(session, ref)
         where = activations_by_version(session).get(version.id, [])
         return jsonify(version_json(version, where, yaml_text=True))
 
@@ -149,7 +141,7 @@ def show(ref: str) -> Response:
 def activate(ref: str) -> Response:
     scope = _body(Scope, optional=True)
     with services().sessions() as session, session.begin():
-        version = lookup_version(session, ref)
+        version = get_version(session, ref)
         activated = _activate(session, version, scope)
         where = activations_by_version(session).get(version.id, [])
         return jsonify({"version": version_json(version, where), "activated": activated})
@@ -187,7 +179,7 @@ def backtest_policy() -> Response:
     policy = parse_policy(body.yaml, source=SOURCE)
     runtime = policy_runtime()
     with services().sessions() as session:
-        against = lookup_version(session, body.against) if body.against else None
+        against = get_version(session, body.against) if body.against else None
         report = backtest.backtest(
             session,
             policy,

@@ -91,7 +91,7 @@ def bare_forward(model_dir: Path, jpegs: list[bytes], batch: int, batches: int) 
 
 def pipeline(model_dir: Path, jpegs: list[bytes], batch: int) -> float:
     from api import create_app
-    from tests.e2e.conftest import start_worker
+    from cli.supervise import WorkerProcess, settings_env
 
     data_dir = Path(tempfile.mkdtemp(prefix="clipmod-bench-"))
     try:
@@ -100,6 +100,7 @@ def pipeline(model_dir: Path, jpegs: list[bytes], batch: int) -> float:
                 "CLIPMOD_DATA_DIR": str(data_dir),
                 "CLIPMOD_MODEL": str(model_dir),
                 "CLIPMOD_BATCH_SIZE": str(batch),
+                "CLIPMOD_DEVICE": "cpu",
             }
         )
         migrate.upgrade(settings)
@@ -116,7 +117,8 @@ def pipeline(model_dir: Path, jpegs: list[bytes], batch: int) -> float:
                 content_type="multipart/form-data",
             )
             assert resp.status_code == 202, resp.get_json()
-        worker = start_worker(settings, data_dir / "worker.log", timeout=600)
+        worker = WorkerProcess.start(settings_env(settings), log=data_dir / "worker.log")
+        worker.wait_ready(timeout=600, settle=0.5)
         try:
             with tqdm(total=len(jpegs), desc="verdicts", file=sys.stderr, leave=False) as bar:
                 done = 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 PREFIX = "CLIPMOD_"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -81,6 +82,14 @@ class Settings:
     broker_poll_interval_s: float = 0.02
     log_level: str = "info"
 
+    def to_env(self) -> dict[str, str]:
+        """The `CLIPMOD_*` variables that `load()` turns back into these exact settings.
+
+        Child processes (a worker started by `clipmod up`, tests, benchmarks) get their
+        configuration this way, so a parent and its children can never disagree.
+        """
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
@@ -90,26 +99,31 @@ class Settings:
         return self.broker_url.startswith("sqla+")
 
 
+# One place for every default: the dataclass. `load` reads them from here.
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: `os.environ`); raises `SettingsError` on bad values."""
     env = os.environ if env is None else env
     data_dir = Path(_get(env, "DATA_DIR") or "./var").resolve()
+    d = _DEFAULTS
     return Settings(
         data_dir=data_dir,
         database_url=_get(env, "DATABASE_URL") or f"sqlite:///{data_dir / 'clipmod.db'}",
         broker_url=_get(env, "BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}",
         model=_get(env, "MODEL") or str(BUNDLED_MODEL),
         policy=Path(_get(env, "POLICY") or BUNDLED_POLICY),
-        device=_choice(env, "DEVICE", "auto", ("auto", "cpu", "cuda", "mps")),
-        batch_size=_int(env, "BATCH_SIZE", 32),
-        batch_wait_ms=_int(env, "BATCH_WAIT_MS", 30, minimum=0),
-        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
-        max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
-        max_text_chars=_int(env, "MAX_TEXT_CHARS", 20_000),
-        decode_threads=_int(env, "DECODE_THREADS", 2),
-        policy_refresh_s=_float(env, "POLICY_REFRESH_S", 2.0),
-        stuck_after_s=_float(env, "STUCK_AFTER_S", 600.0),
-        sweep_every_s=_float(env, "SWEEP_EVERY_S", 60.0),
-        broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", 0.02),
-        log_level=(_get(env, "LOG_LEVEL") or "info").lower(),
+        device=_choice(env, "DEVICE", d["device"], ("auto", "cpu", "cuda", "mps")),
+        batch_size=_int(env, "BATCH_SIZE", d["batch_size"]),
+        batch_wait_ms=_int(env, "BATCH_WAIT_MS", d["batch_wait_ms"], minimum=0),
+        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", d["max_upload_bytes"]),
+        max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", d["max_image_pixels"]),
+        max_text_chars=_int(env, "MAX_TEXT_CHARS", d["max_text_chars"]),
+        decode_threads=_int(env, "DECODE_THREADS", d["decode_threads"]),
+        policy_refresh_s=_float(env, "POLICY_REFRESH_S", d["policy_refresh_s"]),
+        stuck_after_s=_float(env, "STUCK_AFTER_S", d["stuck_after_s"]),
+        sweep_every_s=_float(env, "SWEEP_EVERY_S", d["sweep_every_s"]),
+        broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", d["broker_poll_interval_s"]),
+        log_level=(_get(env, "LOG_LEVEL") or d["log_level"]).lower(),
     )

@@ -7,12 +7,14 @@ activation for that tenant, else the newest activation for everyone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clipmod.errors import NotFound
+from clipmod.errors import InvalidInput, NotFound
 from clipmod.models import ActivationMode, PolicyActivation, PolicyVersion, Tenant
 from clipmod.policy.loader import content_hash, parse_policy
 from clipmod.policy.schema import Policy
@@ -122,7 +124,12 @@ def ensure_seeded(session: Session, yaml_text: str, *, source: str) -> PolicyVer
 
 
 def get_version(session: Session, ref: str) -> PolicyVersion:
-    """Look a version up by `name@N` or by numeric id."""
+    """Look a version up by `name@N` or by numeric id; anything else is not found."""
+    if not re.fullmatch(r"[^@]+@\d+|\d+", ref):
+        raise NotFound(
+            f"policy version {ref!r} not found: use name@N or an id",
+            code="policy_version_not_found",
+        )
     if "@" in ref:
         name, _, num = ref.partition("@")
         row = session.scalar(
@@ -135,6 +142,81 @@ def get_version(session: Session, ref: str) -> PolicyVersion:
     if row is None:
         raise NotFound(f"policy version {ref!r} not found", code="policy_version_not_found")
     return row
+
+
+def tenants_by_name(session: Session, names: list[str]) -> list[Tenant]:
+    rows = []
+    for name in names:
+        row = session.scalar(select(Tenant).where(Tenant.name == name))
+        if row is None:
+            raise InvalidInput(f"no tenant named {name!r}", code="unknown_tenant")
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class Activated:
+    mode: ActivationMode
+    tenants: list[str]
+
+
+def activate_by_name(
+    session: Session, version: PolicyVersion, *, by: str, tenant_names: list[str], shadow: bool
+) -> Activated:
+    """`activate` for the front ends (CLI, API), which name tenants rather than hold rows."""
+    mode = ActivationMode.SHADOW if shadow else ActivationMode.ACTIVE
+    tenants = tenants_by_name(session, tenant_names)
+    activate(session, version, by=by, tenants=tenants, mode=mode)
+    return Activated(mode, [t.name for t in tenants])
+
+
+def activations_by_version(session: Session) -> dict[int, list[dict[str, Any]]]:
+    """Where each version is in force now: `{version_id: [{"tenant", "mode"}]}`.
+
+    The newest activation per (tenant, mode) wins, as in `resolve`.
+    """
+    names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
+    latest: dict[tuple[int | None, ActivationMode], int] = {}
+    for row in session.scalars(
+        select(PolicyActivation).order_by(PolicyActivation.activated_at, PolicyActivation.id)
+    ):
+        latest[(row.tenant_id, row.mode)] = row.policy_version_id
+    out: dict[int, list[dict[str, Any]]] = {}
+    for (tenant_id, mode), version_id in sorted(
+        latest.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or 0, kv[0][1])
+    ):
+        tenant = names.get(tenant_id) if tenant_id is not None else None
+        out.setdefault(version_id, []).append({"tenant": tenant, "mode": mode.value})
+    return out
+
+
+def all_versions(session: Session) -> list[PolicyVersion]:
+    """Every version, grouped by policy name, newest first."""
+    return list(
+        session.scalars(
+            select(PolicyVersion).order_by(PolicyVersion.name, PolicyVersion.version.desc())
+        )
+    )
+
+
+def version_json(
+    version: PolicyVersion, where: list[dict[str, Any]], *, yaml_text: bool = False
+) -> dict[str, Any]:
+    """The one JSON shape of a version, shared by `clipmod policy … --json` and the API."""
+    body: dict[str, Any] = {
+        "id": version.id,
+        "name": version.name,
+        "version": version.version,
+        "label": version.label,
+        "content_hash": version.content_hash,
+        "author": version.author,
+        "parent_id": version.parent_id,
+        "created_at": version.created_at.isoformat(),
+        "in_force": where,
+    }
+    if yaml_text:
+        body["yaml"] = version.yaml_text
+    return body
 
 
 def load(version: PolicyVersion) -> Policy:

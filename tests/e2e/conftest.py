@@ -8,23 +8,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.supervise import WorkerFailed, WorkerProcess, settings_env
 from clipmod import keys, migrate
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.models import Item, ItemStatus
@@ -42,81 +37,24 @@ def required_env(name: str) -> str:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPMOD_")}
-    env.update(
-        CLIPMOD_DATA_DIR=str(settings.data_dir),
-        CLIPMOD_DATABASE_URL=settings.database_url,
-        CLIPMOD_BROKER_URL=settings.broker_url,
-        CLIPMOD_MODEL=settings.model,
-        CLIPMOD_POLICY=str(settings.policy),
-        CLIPMOD_DEVICE="cpu",
-        CLIPMOD_POLICY_REFRESH_S="0.5",
-        CLIPMOD_STUCK_AFTER_S=str(settings.stuck_after_s),
-        CLIPMOD_SWEEP_EVERY_S=str(settings.sweep_every_s),
-        CLIPMOD_BATCH_SIZE=str(settings.batch_size),
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
+    env = settings_env(settings)
+    env.update(CLIPMOD_DEVICE="cpu", CLIPMOD_POLICY_REFRESH_S="0.5", HF_HUB_OFFLINE="1")
     env.update(extra)
     return env
 
 
-@dataclass
-class Worker:
-    proc: subprocess.Popen[bytes]
-    health: str
-    log: Path
-    log_file: IO[bytes]
-
-    def ready(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"{self.health}/readyz", timeout=2) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log_file.close()
-
-
 def start_worker(
     settings: Settings, log: Path, timeout: float = 120, settle: float = 0.5
-) -> Worker:
-    port = free_port()
-    fh = log.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clipmod.cli", "worker", "--health-port", str(port)],
-        env=env_for(settings),
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-    )
-    worker = Worker(proc, f"http://127.0.0.1:{port}", log, fh)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fh.close()
-            pytest.fail(f"worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if worker.ready().get("status") == "ready":
-                # Ready means model loaded; give the consumer a moment to attach to the queue.
-                time.sleep(settle)
-                return worker
-        except OSError:
-            pass
-        time.sleep(0.2)
-    worker.stop()
-    pytest.fail(f"worker not ready in {timeout} s:\n{log.read_text()[-3000:]}")
+) -> WorkerProcess:
+    """A real `clipmod worker`, started and awaited exactly as `clipmod up` does it."""
+    worker = WorkerProcess.start(env_for(settings), log=log)
+    try:
+        worker.wait_ready(timeout, settle=settle)
+    except WorkerFailed as exc:
+        worker.stop()
+        pytest.fail(str(exc))
+    return worker
 
 
 def wait_for(sessions: sessionmaker[Session], ids: list[str], timeout: float = 60) -> list[Item]:
@@ -138,7 +76,7 @@ class Stack:
     settings: Settings
     sessions: sessionmaker[Session]
     key: str
-    worker: Worker
+    worker: WorkerProcess
 
 
 def _stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:

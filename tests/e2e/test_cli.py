@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.supervise import free_port
 from clipmod import keys
 from clipmod.db import make_engine, make_sessionmaker
 from clipmod.settings import Settings
-from tests.e2e.conftest import env_for, free_port
+from tests.e2e.conftest import env_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,7 @@ def clipmod(
     *args: str, settings: Settings, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clipmod.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env_for(settings),
         capture_output=True,
         text=True,
@@ -51,7 +52,7 @@ def test_up_then_submit_gives_the_expected_verdicts(settings: Settings, tmp_path
     port = free_port()
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
-        [sys.executable, "-m", "clipmod.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "cli", "up", "--port", str(port)],
         env=env_for(settings),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -87,7 +88,7 @@ def test_up_stops_its_worker_on_sigterm(settings: Settings, tmp_path: Path) -> N
     port = free_port()
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
-        [sys.executable, "-m", "clipmod.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "cli", "up", "--port", str(port)],
         env=env_for(settings),
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -26,7 +26,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, runtime: Any) -
     monkeypatch.setenv("CLIPMOD_MODEL", settings.model)
     monkeypatch.setenv("CLIPMOD_DEVICE", "cpu")
     monkeypatch.delenv("CLIPMOD_DATABASE_URL", raising=False)
-    monkeypatch.setattr("clipmod.policy.commands._runtime", lambda _settings: runtime)
+    monkeypatch.setattr("cli.policy.load_runtime", lambda _settings: runtime)
 
 
 def policy_text(

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.main import main
 from clipmod import embeddings, keys, scoring
-from clipmod.cli import main
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
 from clipmod.models import Decision, Item, ItemEmbedding, Tenant

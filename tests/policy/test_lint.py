@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.main import main
 from clipmod import keys, scoring
-from clipmod.cli import main
 from clipmod.db import transaction
 from clipmod.policy import backtest, lint, parse_policy
 from tests.policy.conftest import StoreFn, policy_text, unit_rows

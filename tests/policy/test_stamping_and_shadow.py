@@ -16,8 +16,8 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.main import main
 from clipmod import keys
-from clipmod.cli import main
 from clipmod.db import transaction
 from clipmod.models import ActivationMode, Item, PolicyVersion, ShadowVerdict, Verdict
 from clipmod.policy import versions

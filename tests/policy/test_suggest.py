@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod.cli import main
+from cli.main import main
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
 from clipmod.models import Decision

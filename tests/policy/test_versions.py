@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.main import main
 from clipmod import keys
-from clipmod.cli import main
 from clipmod.db import transaction
 from clipmod.models import ActivationMode, PolicyVersion
 from clipmod.policy import versions

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
-import json
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,55 +23,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clipmod import settings as settings_mod
-from clipmod.errors import ClipmodError, InvalidInput, NotFound
-from clipmod.models import ActivationMode, ItemEmbedding, PolicyActivation, PolicyVersion, Tenant
+from cli.common import database, guarded, load_runtime, load_settings, print_json
+from clipmod.errors import ClipmodError
+from clipmod.models import ItemEmbedding, PolicyVersion
 from clipmod.policy import versions
-from clipmod.policy.loader import PolicyError, load_policy_file
-from clipmod.settings import Settings
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-# -- plumbing -----------------------------------------------------------------------------------
-
-
-def _guarded(handler: Handler) -> Handler:
-    """Expected failures become messages and exit status 2, never a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except PolicyError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            return 2
-        except ClipmodError as exc:
-            print(f"clipmod: {exc.code}: {exc.message}", file=sys.stderr)
-            return 2
-        except settings_mod.SettingsError as exc:
-            print(f"clipmod: {exc}", file=sys.stderr)
-            return 2
-
-    return run
-
-
-@contextmanager
-def _db(settings: Settings) -> Iterator[Session]:
-    from clipmod.db import make_engine, make_sessionmaker, transaction
-
-    engine = make_engine(settings.database_url)
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
-            yield session
-    finally:
-        engine.dispose()
-
-
-def _runtime(settings: Settings) -> Any:
-    from clipmod.runtime import ClipRuntime
-
-    return ClipRuntime.load(settings.model, settings.device)
+from clipmod.policy.loader import load_policy_file
 
 
 def _since(text: str) -> datetime:
@@ -81,26 +35,6 @@ def _since(text: str) -> datetime:
         return datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r}") from None
-
-
-def lookup_version(session: Session, ref: str) -> PolicyVersion:
-    """`versions.get_version`, with a malformed ref reported as not found (not a crash)."""
-    if not re.fullmatch(r"[^@]+@\d+|\d+", ref):
-        raise NotFound(
-            f"policy version {ref!r} not found: use name@N or an id",
-            code="policy_version_not_found",
-        )
-    return versions.get_version(session, ref)
-
-
-def tenants_by_name(session: Session, names: list[str] | None) -> list[Tenant]:
-    rows = []
-    for name in names or []:
-        row = session.scalar(select(Tenant).where(Tenant.name == name))
-        if row is None:
-            raise InvalidInput(f"no tenant named {name!r}", code="unknown_tenant")
-        rows.append(row)
-    return rows
 
 
 @contextmanager
@@ -119,49 +53,6 @@ def _progress(session: Session, revision: str, desc: str) -> Iterator[Callable[[
         yield bar.update
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def activations_by_version(session: Session) -> dict[int, list[dict[str, Any]]]:
-    """Where each version is in force now: `{version_id: [{"tenant", "mode"}]}`.
-
-    The newest activation per (tenant, mode) wins, as in `versions.resolve`.
-    """
-    names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
-    latest: dict[tuple[int | None, ActivationMode], int] = {}
-    for row in session.scalars(
-        select(PolicyActivation).order_by(PolicyActivation.activated_at, PolicyActivation.id)
-    ):
-        latest[(row.tenant_id, row.mode)] = row.policy_version_id
-    out: dict[int, list[dict[str, Any]]] = {}
-    for (tenant_id, mode), version_id in sorted(
-        latest.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or 0, kv[0][1])
-    ):
-        tenant = names.get(tenant_id) if tenant_id is not None else None
-        out.setdefault(version_id, []).append({"tenant": tenant, "mode": mode.value})
-    return out
-
-
-def version_json(
-    version: PolicyVersion, where: list[dict[str, Any]], *, yaml_text: bool = False
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": version.id,
-        "name": version.name,
-        "version": version.version,
-        "label": version.label,
-        "content_hash": version.content_hash,
-        "author": version.author,
-        "parent_id": version.parent_id,
-        "created_at": version.created_at.isoformat(),
-        "in_force": where,
-    }
-    if yaml_text:
-        body["yaml"] = version.yaml_text
-    return body
-
-
 def _scopes(where: list[dict[str, Any]]) -> str:
     return "; ".join(f"{w['mode']}: {w['tenant'] or 'everyone'}" for w in where) or "-"
 
@@ -170,18 +61,18 @@ def _scopes(where: list[dict[str, Any]]) -> str:
 
 
 def _activate(session: Session, version: PolicyVersion, args: argparse.Namespace, by: str) -> str:
-    mode = ActivationMode.SHADOW if args.shadow else ActivationMode.ACTIVE
-    tenants = tenants_by_name(session, args.tenant)
-    versions.activate(session, version, by=by, tenants=tenants, mode=mode)
-    scope = ", ".join(t.name for t in tenants) or "everyone"
-    return f"{version.label} is now {mode.value} for {scope}"
+    done = versions.activate_by_name(
+        session, version, by=by, tenant_names=args.tenant or [], shadow=args.shadow
+    )
+    scope = ", ".join(done.tenants) or "everyone"
+    return f"{version.label} is now {done.mode.value} for {scope}"
 
 
-@_guarded
+@guarded
 def cmd_publish(args: argparse.Namespace) -> int:
     _, text = load_policy_file(args.file)
     author = args.author or f"cli:{getpass.getuser()}"
-    with _db(settings_mod.load()) as session:
+    with database(load_settings()) as session:
         published = versions.publish(session, text, author=author, source=args.file)
         version = published.version
         if published.created:
@@ -197,23 +88,21 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
+@guarded
 def cmd_activate(args: argparse.Namespace) -> int:
-    with _db(settings_mod.load()) as session:
-        version = lookup_version(session, args.ref)
+    with database(load_settings()) as session:
+        version = versions.get_version(session, args.ref)
         print(_activate(session, version, args, args.author or f"cli:{getpass.getuser()}"))
     return 0
 
 
-@_guarded
+@guarded
 def cmd_list(args: argparse.Namespace) -> int:
-    with _db(settings_mod.load()) as session:
-        rows = session.scalars(
-            select(PolicyVersion).order_by(PolicyVersion.name, PolicyVersion.version.desc())
-        ).all()
-        where = activations_by_version(session)
+    with database(load_settings()) as session:
+        rows = versions.all_versions(session)
+        where = versions.activations_by_version(session)
         if args.json:
-            _print_json({"versions": [version_json(v, where.get(v.id, [])) for v in rows]})
+            print_json({"versions": [versions.version_json(v, where.get(v.id, [])) for v in rows]})
             return 0
         for v in rows:
             print(
@@ -223,13 +112,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
+@guarded
 def cmd_show(args: argparse.Namespace) -> int:
-    with _db(settings_mod.load()) as session:
-        version = lookup_version(session, args.ref)
-        where = activations_by_version(session).get(version.id, [])
+    with database(load_settings()) as session:
+        version = versions.get_version(session, args.ref)
+        where = versions.activations_by_version(session).get(version.id, [])
         if args.json:
-            _print_json(version_json(version, where, yaml_text=True))
+            print_json(versions.version_json(version, where, yaml_text=True))
             return 0
         print(f"# {version.label} (id {version.id}) by {version.author} at {version.created_at}")
         print(f"# sha256 {version.content_hash}; in force: {_scopes(where)}")
@@ -240,15 +129,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 # -- analysis ---------------------------------------------------------------------------------
 
 
-@_guarded
+@guarded
 def cmd_lint(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from clipmod.policy import lint
 
     policy, text = load_policy_file(args.file)
-    settings = settings_mod.load()
-    runtime = None if args.no_model else _runtime(settings)
+    settings = load_settings()
+    runtime = None if args.no_model else load_runtime(settings)
     run = functools.partial(
         lint.lint,
         policy,
@@ -259,7 +148,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         near_duplicate=args.near_duplicate,
     )
     try:
-        with _db(settings) as session:
+        with database(settings) as session:
             findings = run(session=session)
     except SQLAlchemyError as exc:  # no database yet: lint what can be linted without one
         print(f"clipmod: database unavailable, traffic checks skipped ({exc})", file=sys.stderr)
@@ -267,7 +156,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     status = lint.exit_status(findings, strict=args.strict)
     errors = sum(f.severity == "error" for f in findings)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "findings": [f.to_dict() for f in findings],
                 "errors": errors,
@@ -282,15 +171,15 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return status
 
 
-@_guarded
+@guarded
 def cmd_backtest(args: argparse.Namespace) -> int:
     from clipmod.policy import backtest
 
     policy, _ = load_policy_file(args.file)
-    settings = settings_mod.load()
-    runtime = _runtime(settings)
-    with _db(settings) as session:
-        against = lookup_version(session, args.against) if args.against else None
+    settings = load_settings()
+    runtime = load_runtime(settings)
+    with database(settings) as session:
+        against = versions.get_version(session, args.against) if args.against else None
         with _progress(session, runtime.revision, "backtest") as progress:
             report = backtest.backtest(
                 session,
@@ -303,23 +192,23 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                 progress=progress,
             )
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         print(report.render())
     return 0
 
 
-@_guarded
+@guarded
 def cmd_shadow_report(args: argparse.Namespace) -> int:
     from clipmod.policy import shadow
 
-    with _db(settings_mod.load()) as session:
-        version = lookup_version(session, args.version) if args.version else None
+    with database(load_settings()) as session:
+        version = versions.get_version(session, args.version) if args.version else None
         report = shadow.shadow_report(
             session, version=version, since=args.since, examples=args.examples
         )
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         print(report.render())
     return 0
@@ -331,14 +220,14 @@ def _pick(value: float | None, quality: dict[str, float] | None) -> str:
     return f"{value} (P {quality['precision']:.2f} R {quality['recall']:.2f})"
 
 
-@_guarded
+@guarded
 def cmd_suggest(args: argparse.Namespace) -> int:
     from clipmod.policy import suggest
 
-    settings = settings_mod.load()
-    runtime = _runtime(settings)
-    with _db(settings) as session:
-        row = lookup_version(session, args.policy) if args.policy else None
+    settings = load_settings()
+    runtime = load_runtime(settings)
+    with database(settings) as session:
+        row = versions.get_version(session, args.policy) if args.policy else None
         row = row or versions.resolve(session, None)
         if row is None:
             raise ClipmodError("no active policy version; name one with --policy", code="no_policy")
@@ -353,7 +242,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
                 progress=progress,
             )
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return 0
     print(
         f"{report.policy}: {report.labelled_items} labelled items; block_at at precision "
