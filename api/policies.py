@@ -23,7 +23,7 @@ from api.auth import require_admin
 from api.services import services
 from clipmod.errors import InvalidInput
 from clipmod.models import PolicyVersion
-from clipmod.policy import backtest, lint, versions
+from clipmod.policy import backtest, lint, rescore, versions
 from clipmod.policy.loader import parse_policy
 from clipmod.policy.versions import activations_by_version, get_version, version_json
 
@@ -93,8 +93,8 @@ def policy_runtime() -> Any:
     return ext[RUNTIME_KEY]
 
 
-def _banks() -> backtest.BankCache:
-    return current_app.extensions.setdefault(BANKS_KEY, backtest.BankCache())  # type: ignore[no-any-return]
+def _banks() -> rescore.BankCache:
+    return current_app.extensions.setdefault(BANKS_KEY, rescore.BankCache())  # type: ignore[no-any-return]
 
 
 def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[str, Any]:

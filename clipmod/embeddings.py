@@ -18,3 +18,8 @@ def to_bytes(matrix: npt.NDArray[np.floating]) -> bytes:
 
 def from_bytes(data: bytes, dim: int) -> npt.NDArray[np.float32]:
     return np.frombuffer(data, dtype=_DTYPE).reshape(-1, dim).astype(np.float32)
+
+
+def rows(data: bytes, dim: int) -> npt.NDArray[np.float16]:
+    """Stored bytes as (rows, dim) float16, without a copy: for reading history in bulk."""
+    return np.frombuffer(data, dtype=_DTYPE).reshape(-1, dim)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import embeddings, images, scoring
+from clipmod import embeddings, images
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
 from clipmod.models import (
@@ -32,7 +32,7 @@ from clipmod.models import (
     Tenant,
     Verdict,
 )
-from clipmod.policy import versions
+from clipmod.policy import scoring, versions
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
@@ -58,6 +58,15 @@ class _Work:
     error: ClipmodError | None = None
     image_emb: np.ndarray | None = None
     text_emb: np.ndarray | None = None
+
+    def parts(self) -> list[tuple[str, np.ndarray]]:
+        """The embeddings a verdict is decided from, by source (see `scoring.Parts`)."""
+        parts: list[tuple[str, np.ndarray]] = []
+        if self.image_emb is not None:
+            parts.append(("image", self.image_emb))
+        if self.text_emb is not None:
+            parts.append(("text", self.text_emb))
+        return parts
 
 
 class PolicyCache:
@@ -217,14 +226,25 @@ class Scorer:
                 w.text_emb = emb[start : start + len(w.windows)]
                 start += len(w.windows)
 
-    def _outcome(self, session: Session, w: _Work, version_id: int) -> scoring.Outcome:
-        parts: list[tuple[str, Any]] = []
-        if w.image_emb is not None:
-            parts.append(("image", w.image_emb))
-        if w.text_emb is not None:
-            parts.append(("text", w.text_emb))
-        bank = self.policies.bank(session, version_id)
-        return scoring.decide(bank, parts, item_id=w.id, tenant=w.tenant)
+    def _outcomes(
+        self, session: Session, work: list[_Work], version_of: Callable[[_Work], int | None]
+    ) -> dict[str, scoring.Outcome]:
+        """Verdicts for the whole batch: one `decide_batch` per policy version in it."""
+        groups: dict[int, list[_Work]] = {}
+        for w in work:
+            version_id = version_of(w)
+            if version_id is not None:
+                groups.setdefault(version_id, []).append(w)
+        out: dict[str, scoring.Outcome] = {}
+        for version_id, group in groups.items():
+            outcomes = scoring.decide_batch(
+                self.policies.bank(session, version_id),
+                [w.parts() for w in group],
+                item_ids=[w.id for w in group],
+                tenants=[w.tenant for w in group],
+            )
+            out.update(zip([w.id for w in group], outcomes, strict=True))
+        return out
 
     def _write(self, work: list[_Work]) -> None:
         with transaction(self.sessions) as session:
@@ -232,18 +252,28 @@ class Scorer:
                 i.id: i
                 for i in session.scalars(select(Item).where(Item.id.in_([w.id for w in work])))
             }
-            for w in work:
+            live = [
+                w for w in work if items[w.id].status in (ItemStatus.QUEUED, ItemStatus.PROCESSING)
+            ]  # the rest: another delivery finished them first
+            ok = [w for w in live if w.error is None]
+            outcomes = self._outcomes(session, ok, lambda w: w.version_id)
+            shadows = self._outcomes(session, ok, lambda w: w.shadow_version_id)
+            for w in live:
                 item = items[w.id]
-                if item.status not in (ItemStatus.QUEUED, ItemStatus.PROCESSING):
-                    continue  # another delivery finished it first
                 if w.error is not None:
                     item.status = ItemStatus.FAILED
                     item.error_code, item.error_message = w.error.code, w.error.message
                     continue
-                self._store_verdict(session, item, w)
+                self._store_verdict(session, item, w, outcomes[w.id], shadows.get(w.id))
 
-    def _store_verdict(self, session: Session, item: Item, w: _Work) -> None:
-        outcome = self._outcome(session, w, w.version_id)
+    def _store_verdict(
+        self,
+        session: Session,
+        item: Item,
+        w: _Work,
+        outcome: scoring.Outcome,
+        shadow: scoring.Outcome | None,
+    ) -> None:
         if session.scalar(select(Verdict.id).where(Verdict.item_id == item.id)) is None:
             session.add(
                 Verdict(
@@ -267,8 +297,7 @@ class Scorer:
                     text_windows=len(w.text_emb) if w.text_emb is not None else 0,
                 )
             )
-        if w.shadow_version_id is not None:
-            shadow = self._outcome(session, w, w.shadow_version_id)
+        if shadow is not None and w.shadow_version_id is not None:
             session.add(
                 ShadowVerdict(
                     item_id=item.id,

@@ -10,7 +10,7 @@ Two numbers, both on the world's ``heldout`` split:
   to it.
 
 Scoring goes through the service's own code (``clipmod.runtime``, ``clipmod.policy``,
-``clipmod.scoring``), so these are the numbers a deployment with the demo policy would see.
+``clipmod.policy.scoring``), so these are the numbers a deployment with the demo policy would see.
 
     python -m clipmod.demo.evaluate [--json]
 """
@@ -31,8 +31,8 @@ from tqdm import tqdm
 from clipmod.demo import world
 from clipmod.policy.loader import load_policy_file
 from clipmod.policy.schema import Policy
+from clipmod.policy.scoring import F32, apply_thresholds, build_bank, score, thresholds
 from clipmod.runtime import ClipRuntime
-from clipmod.scoring import F32, apply_thresholds, build_bank, score, thresholds
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo-clip"
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"

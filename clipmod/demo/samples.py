@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clipmod.demo import world
 from clipmod.demo.evaluate import DEFAULT_MODEL, DEFAULT_POLICY, load
-from clipmod.scoring import build_bank, decide
+from clipmod.policy.scoring import build_bank, decide
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "samples"
 WANTED: tuple[tuple[tuple[str, str], ...], ...] = (

@@ -1,7 +1,8 @@
 """Typed SQLAlchemy 2.0 tables, split by domain; import from here."""
 
+from clipmod.actions import Action
 from clipmod.models.base import Base, new_id, utcnow
-from clipmod.models.items import Action, Item, ItemEmbedding, ItemStatus, Verdict
+from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
 from clipmod.models.policies import (
     ActivationMode,
     Decision,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from clipmod.actions import Action
 from clipmod.models.base import Base, Timestamp, enum_by_value, new_id, utcnow
 
 if TYPE_CHECKING:
@@ -20,21 +21,6 @@ class ItemStatus(enum.StrEnum):
     PROCESSING = "processing"
     SCORED = "scored"
     FAILED = "failed"
-
-
-class Action(enum.StrEnum):
-    """Ordered by severity: the item's action is the most severe of its categories'."""
-
-    ALLOW = "allow"
-    REVIEW = "review"
-    BLOCK = "block"
-
-    @property
-    def severity(self) -> int:
-        return _SEVERITY[self]
-
-
-_SEVERITY = {Action.ALLOW: 0, Action.REVIEW: 1, Action.BLOCK: 2}
 
 
 class Item(Base):

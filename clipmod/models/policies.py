@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clipmod.actions import Action
 from clipmod.models.base import Base, Timestamp, enum_by_value, utcnow
 
 
@@ -65,7 +66,7 @@ class ShadowVerdict(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
     policy_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
-    action: Mapped[str] = mapped_column(String(16))
+    action: Mapped[Action] = mapped_column(enum_by_value(Action))
     categories: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     scored_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
 

@@ -28,16 +28,17 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import numpy.typing as npt
 import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clipmod import scoring
 from clipmod.models import Tenant
-from clipmod.policy.backtest import item_scores, load_embeddings
-from clipmod.policy.loader import _node_at
+from clipmod.policy import scoring
+from clipmod.policy.loader import node_at
+from clipmod.policy.rescore import item_scores
 from clipmod.policy.schema import Category, Policy
+from clipmod.policy.scoring import TextEncoder
+from clipmod.policy.traffic import load_embeddings
 
 NEAR_DUPLICATE_COS = 0.95
 MIN_TRAFFIC = 20  # fewer stored items than this say nothing about a threshold
@@ -46,16 +47,11 @@ BODY_TOKENS = 75  # CLIP's 77-token context less the start and end tokens
 Severity = Literal["error", "warning"]
 
 
-class LintRuntime(Protocol):
-    """The parts of `clipmod.runtime.ClipRuntime` lint uses."""
+class LintRuntime(TextEncoder, Protocol):
+    """The parts of `clipmod.runtime.ClipRuntime` lint uses: a text encoder, and more."""
 
     @property
-    def revision(self) -> str: ...
-    @property
-    def logit_scale(self) -> float: ...
-    @property
     def display_name(self) -> str: ...
-    def encode_texts(self, texts: Sequence[str]) -> npt.NDArray[np.floating[Any]]: ...
     def text_windows(self, text: str) -> list[list[int]]: ...
 
 
@@ -338,7 +334,7 @@ def _positioned(findings: list[Finding], yaml_text: str, source: str) -> list[Fi
     out = []
     for f in findings:
         loc = tuple(int(idx) if idx else key for key, idx in _PART.findall(f.field) if key or idx)
-        node = _node_at(root, loc)
+        node = node_at(root, loc)
         mark = node.start_mark if node is not None else None
         out.append(
             replace(

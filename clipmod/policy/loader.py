@@ -69,7 +69,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _node_at(
+def node_at(
     root: yaml.Node | None, loc: tuple[int | str, ...], *, key: bool = False
 ) -> yaml.Node | None:
     """Walk the YAML node tree along a pydantic error location.
@@ -109,7 +109,7 @@ def _problems_from(exc: ValidationError, root: yaml.Node | None, source: str) ->
                 message = rest
         if err["type"] == "extra_forbidden":
             message = "unknown key"
-        node = _node_at(root, loc, key=err["type"] == "extra_forbidden")
+        node = node_at(root, loc, key=err["type"] == "extra_forbidden")
         mark = node.start_mark if node is not None else None
         problems.append(
             Problem(

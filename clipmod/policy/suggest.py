@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clipmod.errors import InvalidInput
-from clipmod.models import Decision
-from clipmod.policy.backtest import BankCache, Progress, TextEncoder, item_scores, load_embeddings
+from clipmod.policy.labels import load_labels
+from clipmod.policy.rescore import BankCache, item_scores
 from clipmod.policy.schema import Policy
+from clipmod.policy.scoring import TextEncoder
+from clipmod.policy.traffic import Progress, load_embeddings
 
 F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
@@ -72,53 +73,6 @@ def pr_curve(scores: F32, labels: npt.NDArray[np.int8]) -> Curve:
         next_lower=np.append(thresholds[1:], -np.inf),
         positives=positives,
     )
-
-
-def load_labels(session: Session, ids: list[str], category_ids: list[str]) -> I8:
-    """Moderator labels as an (n, C) matrix: 1 yes, 0 no, -1 not judged.
-
-    A category missing from a decision is unknown, not "no": moderators label what they looked
-    at. Decisions apply oldest first, so a later decision overrides an earlier one per category.
-    """
-    labels = np.full((len(ids), len(category_ids)), -1, dtype=np.int8)
-    rows = session.execute(
-        select(Decision.item_id, Decision.labels).order_by(Decision.decided_at, Decision.id)
-    ).all()
-    if not rows or not ids:
-        return labels
-    index = {item_id: i for i, item_id in enumerate(ids)}
-    column = {cid: j for j, cid in enumerate(category_ids)}
-    for item_id, judged in rows:
-        i = index.get(item_id)
-        for cid, value in (judged or {}).items() if i is not None else ():
-            j = column.get(cid)
-            if j is not None:
-                labels[i, j] = 1 if value else 0
-    return labels
-
-
-def judged(
-    flagged: npt.NDArray[np.bool_],
-    labels: I8,
-    present: npt.NDArray[np.bool_] | None = None,
-) -> dict[str, Any]:
-    """Flag rate over the items a side applies to, and precision/recall over the judged ones."""
-    has = np.ones(len(flagged), dtype=bool) if present is None else present
-    known = (labels >= 0) & has
-    positive = labels == 1
-    tp = int((flagged & positive & known).sum())
-    fp = int((flagged & ~positive & known).sum())
-    fn = int((~flagged & positive & known).sum())
-    return {
-        "flagged": int(flagged[has].sum()),
-        "rate": float(flagged[has].mean()) if has.any() else None,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "labelled": int(known.sum()),
-        "precision": tp / (tp + fp) if tp + fp else None,
-        "recall": tp / (tp + fn) if tp + fn else None,
-    }
 
 
 def _readable(threshold: float, next_lower: float) -> float:

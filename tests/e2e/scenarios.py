@@ -13,11 +13,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from api import create_app
-from clipmod import embeddings, scoring
+from clipmod import embeddings
 from clipmod.db import transaction
 from clipmod.demo import world
 from clipmod.models import ItemEmbedding, ItemStatus, PolicyVersion, Verdict
-from clipmod.policy import versions
+from clipmod.policy import scoring, versions
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from tests.e2e.conftest import Stack, wait_for

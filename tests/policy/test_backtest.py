@@ -14,12 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.main import main
-from clipmod import embeddings, keys, scoring
+from clipmod import embeddings, keys
+from clipmod.actions import Action
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
 from clipmod.models import Decision, Item, ItemEmbedding, Tenant
-from clipmod.policy import backtest, parse_policy, versions
+from clipmod.policy import backtest, parse_policy, rescore, scoring, versions
 from clipmod.policy.schema import Policy
+from clipmod.policy.traffic import load_embeddings
 from tests.policy.conftest import StoreFn, unit_rows
 
 TEMPLATE = """\
@@ -101,11 +103,11 @@ def calibrated(name: str, scores: np.ndarray, lo: float, hi: float) -> str:
 @pytest.fixture
 def world(store: StoreFn, runtime: Any, sessions: sessionmaker[Session]) -> dict[str, Any]:
     ids = traffic(store, runtime)
-    banks = backtest.BankCache()
+    banks = rescore.BankCache()
     probe = parse_policy(TEMPLATE.format(name="probe", t=[(0, 1)] * 3, o=(0, 1)))
     with sessions() as session:
-        emb = backtest.load_embeddings(session, runtime.revision)
-    scores = backtest.item_scores(banks.get(probe, runtime), emb)
+        emb = load_embeddings(session, runtime.revision)
+    scores = rescore.item_scores(banks.get(probe, runtime), emb)
     return {
         "ids": ids,
         "banks": banks,
@@ -119,7 +121,7 @@ def test_backtest_matches_a_per_item_rescore_exactly(
     world: dict[str, Any], runtime: Any, sessions: sessionmaker[Session]
 ) -> None:
     draft: Policy = world["draft"]
-    banks: backtest.BankCache = world["banks"]
+    banks: rescore.BankCache = world["banks"]
     with transaction(sessions) as session:
         live = versions.publish(session, world["active"], author="t").version
         versions.activate(session, live, by="t")
@@ -128,10 +130,10 @@ def test_backtest_matches_a_per_item_rescore_exactly(
         versions.activate(session, special, by="t", tenants=[globex])
     with sessions() as session:
         report = backtest.backtest(session, draft, runtime, banks=banks, examples=3)
-        emb = backtest.load_embeddings(session, runtime.revision)
-        _, draft_actions = backtest.severities(
-            draft, backtest.item_scores(banks.get(draft, runtime), emb), emb
-        )
+        emb = load_embeddings(session, runtime.revision)
+        draft_actions = backtest.verdicts(
+            draft, rescore.item_scores(banks.get(draft, runtime), emb), emb
+        ).action
         want_draft = brute_force(session, banks.get(draft, runtime), runtime.revision)
         tenants = dict(session.execute(select(Item.id, Tenant.name).join(Tenant)).all())
         want_live = brute_force(session, banks.get(versions.load(live), runtime), runtime.revision)
@@ -145,7 +147,7 @@ def test_backtest_matches_a_per_item_rescore_exactly(
     assert len(emb) == 36 and (windows > 1).any()
     assert len(set(emb.image_items) & set(emb.text_items)) == 12
 
-    got = {i: scoring.ACTIONS[a] for i, a in zip(emb.ids, draft_actions, strict=True)}
+    got = {i: Action.of(a) for i, a in zip(emb.ids, draft_actions, strict=True)}
     assert got == {i: o.action for i, o in want_draft.items()}
     assert len(set(got.values())) == 3, "thresholds should produce every action"
     assert any(o.audit for o in want_draft.values())
@@ -153,10 +155,10 @@ def test_backtest_matches_a_per_item_rescore_exactly(
     assert report.items == 36
     assert report.baselines == {"live@1": 24, "live@2": 12}
     assert report.actions["draft"] == dict(Counter(got.values())) | {
-        a: report.actions["draft"][a] for a in scoring.ACTIONS if a not in got.values()
+        a: report.actions["draft"][a] for a in Action if a not in got.values()
     }
     assert report.actions["baseline"] == {
-        a: sum(o.action == a for o in want_base.values()) for a in scoring.ACTIONS
+        a: sum(o.action == a for o in want_base.values()) for a in Action
     }
     moves = Counter(
         (want_base[i].action, want_draft[i].action)
@@ -261,8 +263,8 @@ def test_a_model_revision_sees_only_its_own_embeddings(
 ) -> None:
     store("acme", image=unit_rows(np.random.default_rng(0), 1, runtime.dim)[0])
     with sessions() as session:
-        assert len(backtest.load_embeddings(session, runtime.revision)) == 1
-        assert len(backtest.load_embeddings(session, "another-revision")) == 0
+        assert len(load_embeddings(session, runtime.revision)) == 1
+        assert len(load_embeddings(session, "another-revision")) == 0
 
 
 def test_cli_backtest(

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.main import main
-from clipmod import keys, scoring
+from clipmod import keys
 from clipmod.db import transaction
-from clipmod.policy import backtest, lint, parse_policy
+from clipmod.policy import lint, parse_policy, rescore, scoring, traffic
 from tests.policy.conftest import StoreFn, policy_text, unit_rows
 
 
@@ -168,8 +168,8 @@ def test_thresholds_against_stored_traffic(
         store("acme", image=unit_rows(rng, 1, runtime.dim)[0])
     probe = parse_policy(policy_text())
     with sessions() as session:
-        emb = backtest.load_embeddings(session, runtime.revision)
-        scores = backtest.item_scores(backtest.BankCache().get(probe, runtime), emb)
+        emb = traffic.load_embeddings(session, runtime.revision)
+        scores = rescore.item_scores(rescore.BankCache().get(probe, runtime), emb)
     (w_lo, d_lo), (_, d_hi) = scores.min(axis=0), scores.max(axis=0)
     above = round(float(d_hi) + 0.01, 3)
     below = round(float(w_lo) - 0.001, 4)

@@ -13,7 +13,7 @@ from cli.main import main
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
 from clipmod.models import Decision
-from clipmod.policy import backtest, parse_policy, suggest, versions
+from clipmod.policy import parse_policy, rescore, suggest, traffic, versions
 from tests.policy.conftest import StoreFn, policy_text, unit_rows
 
 
@@ -86,9 +86,9 @@ def test_suggestions_follow_the_rule_on_stored_traffic(
     policy = parse_policy(policy_text())
     with sessions() as session:
         report = suggest.suggest(session, policy, runtime, target_precision=0.9)
-        emb = backtest.load_embeddings(session, runtime.revision, labelled_only=True)
+        emb = traffic.load_embeddings(session, runtime.revision, labelled_only=True)
         labels = suggest.load_labels(session, emb.ids, ["drugs"])[:, 0] == 1
-    scores = backtest.item_scores(backtest.BankCache().get(policy, runtime), emb)[:, 1]
+    scores = rescore.item_scores(rescore.BankCache().get(policy, runtime), emb)[:, 1]
     assert report.labelled_items == 80 and len(emb) == 80
     drugs = report.categories[1]
     assert (drugs.labelled, drugs.positives) == (80, int(labels.sum()))

@@ -75,7 +75,7 @@ def test_scores_a_batch_in_one_pass_and_stamps_everything(
 def test_embeddings_are_stored_and_reproduce_the_scores(
     scorer: Scorer, settings: Settings, sessions: sessionmaker[Session], seeded: int
 ) -> None:
-    from clipmod import scoring
+    from clipmod.policy import scoring
 
     long_text = "a photo of a knife " * 40  # > 77 tokens: several windows
     item_id = add_item(settings, sessions, image=images.solid(), text=long_text)

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from clipmod import scoring
-from clipmod.policy import parse_policy
+from clipmod.policy import parse_policy, scoring
 
 VECTORS = {"p1": [1.0, 0.0], "p2": [0.0, 1.0], "n1": [-1.0, 0.0]}
 ITEM = np.array([[0.6, 0.8]], dtype=np.float32)  # cos(p1)=0.6, cos(p2)=0.8, cos(n1)=-0.6

@@ -13,19 +13,33 @@ cosine. Two modes per category (see README "Scoring"):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from clipmod.actions import Action
 from clipmod.policy.schema import Category, Policy
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
 
-ACTIONS = ("allow", "review", "block")  # index = severity
+
+class TextEncoder(Protocol):
+    """What scoring needs of a model: prompt embeddings, and which weights they came from.
+
+    `clipmod.runtime.ClipRuntime` is one; tests and benchmarks may pass a stand-in.
+    """
+
+    @property
+    def revision(self) -> str: ...
+    @property
+    def logit_scale(self) -> float: ...
+    def encode_texts(self, texts: Sequence[str]) -> npt.NDArray[np.floating[Any]]: ...
 
 
 def l2_normalise(x: npt.NDArray[np.floating]) -> F32:
@@ -181,12 +195,68 @@ def audit_sampled(item_id: str, rate: float) -> bool:
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """The verdict rule's output for n items under one policy (C categories)."""
+
+    severity: I8  # (n, C) per category: 0 allow, 1 review, 2 block (see `Action.of`)
+    review_at: F64  # (n, C) effective thresholds after tenant overrides and escalation
+    block_at: F64  # (n, C)
+    action: I8  # (n,) the item's severity, audit samples raised to review
+    audit: npt.NDArray[np.bool_]  # (n,) allowed items sent to review by sampling
+
+
+def judge(
+    policy: Policy,
+    scores: F32,
+    *,
+    item_ids: Sequence[str],
+    tenant_ids: I64,
+    tenant_names: Mapping[int, str],
+) -> Judgement:
+    """THE verdict rule, for a batch: thresholds, escalation, most severe category, audit.
+
+    The worker calls it once per batch and a backtest once per policy over all stored traffic,
+    so the two can never disagree. Thresholds depend on the tenant only through
+    `tenant_overrides`, so items are grouped into one group per overridden tenant plus everyone
+    else: a handful of vectorised calls, whatever the number of items.
+    """
+    n, n_cat = scores.shape
+    severity = np.zeros((n, n_cat), dtype=np.int8)
+    eff_review = np.zeros((n, n_cat), dtype=np.float64)
+    eff_block = np.zeros((n, n_cat), dtype=np.float64)
+    rest = np.ones(n, dtype=bool)
+    by_name = {name: tid for tid, name in tenant_names.items()}
+    groups: list[tuple[str | None, npt.NDArray[np.bool_]]] = []
+    for tenant in policy.tenant_overrides:
+        if tenant in by_name:
+            mask = tenant_ids == by_name[tenant]
+            groups.append((tenant, mask))
+            rest &= ~mask
+    groups.append((None, rest))
+    for group, mask in groups:
+        if mask.any():
+            review, block = thresholds(policy, group)
+            severity[mask], eff_review[mask], eff_block[mask] = apply_thresholds(
+                policy, scores[mask], review, block
+            )
+    action = severity.max(axis=1) if n_cat else np.zeros(n, dtype=np.int8)
+    audit = np.zeros(n, dtype=bool)
+    if policy.audit_sample_rate > 0:
+        # Sampling hashes the item id, so only allowed items are hashed at all.
+        allowed = np.flatnonzero(action == 0)
+        rate = policy.audit_sample_rate
+        audit[allowed] = [audit_sampled(item_ids[i], rate) for i in allowed.tolist()]
+        action[audit] = Action.REVIEW.severity
+    return Judgement(severity, eff_review, eff_block, action.astype(np.int8), audit)
+
+
+@dataclass(frozen=True)
 class CategoryResult:
     id: str
     score: float
     review_at: float
     block_at: float
-    action: str
+    action: Action
     top_prompt: str
     source: str
 
@@ -196,7 +266,7 @@ class CategoryResult:
             "score": round(self.score, 6),
             "review_at": round(self.review_at, 6),
             "block_at": round(self.block_at, 6),
-            "action": self.action,
+            "action": self.action.value,
             "top_prompt": self.top_prompt,
             "source": self.source,
         }
@@ -204,37 +274,73 @@ class CategoryResult:
 
 @dataclass(frozen=True)
 class Outcome:
-    action: str
+    action: Action
     categories: list[CategoryResult]
     audit: bool
 
 
-def decide(
+Parts = Sequence[tuple[str, npt.NDArray[np.floating]]]
+"""One item's embeddings by source, e.g. `[("image", (1, d)), ("text", (windows, d))]`."""
+
+
+def decide_batch(
     bank: PromptBank,
-    parts: Sequence[tuple[str, npt.NDArray[np.floating]]],
+    items: Sequence[Parts],
     *,
-    item_id: str,
-    tenant: str | None = None,
-) -> Outcome:
-    """The verdict for one item from its embeddings, e.g. [("image", (1,d)), ("text", (w,d))]."""
-    policy = bank.policy
-    scored = [score(bank, emb) for _, emb in parts]
-    scores, tops, owner = max_over(scored)
-    review, block = thresholds(policy, tenant)
-    severity, eff_review, eff_block = apply_thresholds(policy, scores[None, :], review, block)
-    results = []
-    for c, cat in enumerate(policy.categories):
-        results.append(
+    item_ids: Sequence[str],
+    tenants: Sequence[str | None],
+) -> list[Outcome]:
+    """Verdicts for a batch: every row scored in ONE matrix product, then `judge` once.
+
+    Rows of all items are stacked so the prompt similarity is one (rows, d) @ (d, P) product;
+    each item's score per category is then the maximum over its own rows (`max_over`), which
+    also names the prompt and the source (image or text) that decided it.
+    """
+    if not items:
+        return []
+    rows = [
+        np.asarray(emb, dtype=np.float32).reshape(-1, bank.embeddings.shape[1])
+        for parts in items
+        for _, emb in parts
+    ]
+    all_scores, all_tops = score(bank, np.concatenate(rows, axis=0))
+    combined: list[tuple[F32, I64, I64]] = []
+    start = 0
+    for parts in items:
+        scored = []
+        for _, emb in parts:
+            count = len(np.asarray(emb).reshape(-1, bank.embeddings.shape[1]))
+            scored.append((all_scores[start : start + count], all_tops[start : start + count]))
+            start += count
+        combined.append(max_over(scored))
+    scores = np.stack([c[0] for c in combined])
+    names = dict(enumerate(dict.fromkeys(t for t in tenants if t is not None)))
+    index = {t: i for i, t in names.items()}
+    tenant_ids = np.array([index.get(t, -1) if t else -1 for t in tenants], dtype=np.int64)
+    verdict = judge(
+        bank.policy, scores, item_ids=item_ids, tenant_ids=tenant_ids, tenant_names=names
+    )
+    outcomes = []
+    for k, parts in enumerate(items):
+        _, tops, owner = combined[k]
+        categories = [
             CategoryResult(
                 id=cat.id,
-                score=float(scores[c]),
-                review_at=float(eff_review[0, c]),
-                block_at=float(eff_block[0, c]),
-                action=ACTIONS[int(severity[0, c])],
+                score=float(scores[k, c]),
+                review_at=float(verdict.review_at[k, c]),
+                block_at=float(verdict.block_at[k, c]),
+                action=Action.of(int(verdict.severity[k, c])),
                 top_prompt=cat.prompts[int(tops[c])].text,
                 source=parts[int(owner[c])][0],
             )
+            for c, cat in enumerate(bank.policy.categories)
+        ]
+        outcomes.append(
+            Outcome(Action.of(int(verdict.action[k])), categories, bool(verdict.audit[k]))
         )
-    worst = int(severity.max()) if severity.size else 0
-    audit = worst == 0 and audit_sampled(item_id, policy.audit_sample_rate)
-    return Outcome(action="review" if audit else ACTIONS[worst], categories=results, audit=audit)
+    return outcomes
+
+
+def decide(bank: PromptBank, parts: Parts, *, item_id: str, tenant: str | None = None) -> Outcome:
+    """The verdict for one item: `decide_batch` with a batch of one."""
+    return decide_batch(bank, [parts], item_ids=[item_id], tenants=[tenant])[0]
