@@ -7,9 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from clipmod.settings import REPO_DIR, Settings
-
-MIGRATIONS = REPO_DIR / "migrations"
+from clipmod.bundled import MIGRATIONS
+from clipmod.settings import Settings
 
 
 def alembic_config(database_url: str) -> Config:

@@ -13,7 +13,6 @@ preprocessing a small fraction of a forward pass.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -25,9 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-log = logging.getLogger(__name__)
+from clipmod.bundled import declared_model_id
+from clipmod.text import body_chunks
 
-CONTEXT_TOKENS = 77  # CLIP's text context, including the start and end tokens
+log = logging.getLogger(__name__)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -141,11 +141,7 @@ class ClipRuntime:
         path = Path(self.name)
         if not path.is_dir():
             return self.name
-        try:
-            info = json.loads((path / "training.json").read_text(encoding="utf-8"))
-            return str(info["model_id"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return path.name
+        return declared_model_id(path) or path.name
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         return self.image_spec.to_array(img)
@@ -169,10 +165,8 @@ class ClipRuntime:
     def text_windows(self, text: str) -> list[list[int]]:
         """Token ids of `text` cut into 77-token windows, each with its own start/end tokens."""
         ids = self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
-        body = CONTEXT_TOKENS - 2
-        chunks = [ids[i : i + body] for i in range(0, len(ids), body)] or [[]]
         bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
-        return [[bos, *chunk, eos] for chunk in chunks]
+        return [[bos, *chunk, eos] for chunk in body_chunks(ids)]
 
     @torch.inference_mode()
     def encode_token_windows(self, windows: Sequence[Sequence[int]]) -> np.ndarray:

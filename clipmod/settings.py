@@ -14,11 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from clipmod.bundled import BUNDLED_MODEL, BUNDLED_POLICY
+
 PREFIX = "CLIPMOD_"
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-BUNDLED_MODEL = PACKAGE_DIR / "assets" / "demo-clip"
-BUNDLED_POLICY = REPO_DIR / "policies" / "demo.yaml"
+__all__ = ["BUNDLED_MODEL", "BUNDLED_POLICY", "Settings", "SettingsError", "load"]
 
 
 class SettingsError(ValueError):

@@ -212,10 +212,10 @@ class Scorer:
 
     def _forward(self, work: list[_Work]) -> None:
         ok = [w for w in work if w.error is None]
-        with_image = [w for w in ok if w.pixels is not None]
+        with_image = [(w, w.pixels) for w in ok if w.pixels is not None]
         if with_image:
-            emb = self.runtime.encode_pixels(np.stack([w.pixels for w in with_image]))
-            for w, e in zip(with_image, emb, strict=True):
+            emb = self.runtime.encode_pixels(np.stack([pixels for _, pixels in with_image]))
+            for (w, _), e in zip(with_image, emb, strict=True):
                 w.image_emb = e[None, :]
         with_text = [w for w in ok if w.windows]
         if with_text:

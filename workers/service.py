@@ -35,6 +35,7 @@ class _State:
 def _serve_health(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            body: dict[str, object]
             if self.path == "/healthz":
                 status, body = 200, {"status": "ok"}
             elif self.path == "/readyz":

@@ -20,7 +20,6 @@ Exit status of `clipmod policy lint`: 0 clean (or warnings only), 1 warnings wit
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +31,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from clipmod.bundled import declared_model_id
 from clipmod.models import Tenant
 from clipmod.policy import scoring
 from clipmod.policy.loader import node_at
@@ -39,10 +39,10 @@ from clipmod.policy.rescore import item_scores
 from clipmod.policy.schema import Category, Policy
 from clipmod.policy.scoring import TextEncoder
 from clipmod.policy.traffic import load_embeddings
+from clipmod.text import BODY_TOKENS
 
 NEAR_DUPLICATE_COS = 0.95
 MIN_TRAFFIC = 20  # fewer stored items than this say nothing about a threshold
-BODY_TOKENS = 75  # CLIP's 77-token context less the start and end tokens
 
 Severity = Literal["error", "warning"]
 
@@ -206,12 +206,7 @@ def _model_aliases(runtime: LintRuntime | None, model_name: str | None) -> list[
     names = [runtime.display_name] if runtime is not None else []
     if model_name:
         folder = Path(model_name)
-        try:
-            info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
-            names.append(str(info["model_id"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        names += [folder.name, model_name]
+        names += [declared_model_id(folder) or "", folder.name, model_name]
     return list(dict.fromkeys(n for n in names if n))
 
 

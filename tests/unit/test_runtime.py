@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipmod.runtime import CONTEXT_TOKENS, ClipRuntime
+from clipmod.runtime import ClipRuntime
+from clipmod.text import CONTEXT_TOKENS
 
 
 @pytest.mark.parametrize("size", [(64, 64), (150, 100), (90, 200), (640, 480), (33, 500)])

@@ -1,0 +1,1 @@
+"""The shipped policies (YAML), installed with the package; `clipmod.bundled` finds them."""
