@@ -4,13 +4,15 @@ FROM python:3.11-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=0 CLIPMOD_DATA_DIR=/data
 WORKDIR /app
+# A plain (non-editable) install: the package finds its model, policies and migrations itself.
 COPY pyproject.toml README.md ./
 COPY clipmod ./clipmod
 COPY api ./api
 COPY workers ./workers
+COPY cli ./cli
 COPY migrations ./migrations
 COPY policies ./policies
-RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 && pip install -e .
+RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 && pip install .
 RUN useradd --uid 10001 clipmod && mkdir -p /data && chown clipmod /data
 USER clipmod
 EXPOSE 8000
