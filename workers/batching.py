@@ -5,6 +5,17 @@ every `flush_interval` seconds. Left as is, its timer keeps flushing small batch
 model is busy, and they queue up behind the running batch: under load the batch size collapses.
 `GatheringBatches` holds the timer flush while a batch is in flight, so items that arrive during
 a forward pass form the next full batch instead (what Triton calls dynamic batching).
+
+Two more repairs live here because this is where celery-batches meets Celery's consumer:
+
+- After a broker connection loss Celery clears the event loop's timers (`hub.timer.clear()` in
+  `celery/worker/loops.py`) and restarts the consumer, which asks every task for a new
+  `Strategy`. celery-batches only starts its flush timer when `_tref is None`, which it no longer
+  is, so partial batches were never flushed again (only full ones). `Strategy` here forgets the
+  dead timer and, if requests are waiting, starts a new one on the new loop.
+- The batch task returns True only when every item was finished or handed back to the queue.
+  Anything else (a database outage before the claim, a failed hand-back) rejects the messages
+  with requeue instead of acknowledging them: a message is never acked for work not done.
 """
 
 from __future__ import annotations
@@ -20,11 +31,21 @@ from celery_batches.trace import apply_batches_task
 
 class GatheringBatches(Batches):
     abstract = True
+    _tref: Any  # celery-batches' flush timer entry (untyped upstream)
 
     def __init__(self) -> None:
         super().__init__()
         self._inflight = 0
         self._lock = threading.Lock()
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 - Celery's name
+        handler = super().Strategy(task, app, consumer)
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
+        if self._buffer.qsize():
+            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        return handler
 
     def _do_flush(self) -> None:
         with self._lock:
@@ -47,8 +68,12 @@ class GatheringBatches(Batches):
             with self._lock:
                 self._inflight -= 1
             for req in requests:
-                if req.task.acks_late:
+                if not req.task.acks_late:
+                    continue
+                if result is True:
                     req.acknowledge()
+                else:
+                    req.reject(requeue=True)
 
         return self._pool.apply_async(
             apply_batches_task,

@@ -1,9 +1,16 @@
-"""The Celery task: a thin wrapper that turns broker messages into `Scorer.score_batch` calls."""
+"""The Celery task: a thin wrapper that turns broker messages into `Scorer.score_batch` calls.
+
+Its return value is the acknowledgement decision (see `workers.batching`): True when every
+item was finished or handed back to the queue; False when the batch could not even be claimed
+(typically the database is down), after a short backoff so a redelivery loop stays slow.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 
@@ -15,7 +22,26 @@ from workers.pipeline import Scorer
 log = logging.getLogger(__name__)
 
 
+class Backoff:
+    """Exponential pause after consecutive failed batches: 0.5 s doubling to `ceiling` s."""
+
+    def __init__(self, first: float = 0.5, ceiling: float = 8.0):
+        self.first, self.ceiling, self.failures = first, ceiling, 0
+
+    def delay(self) -> float:
+        return float(min(self.ceiling, self.first * 2**self.failures))
+
+    def wait(self) -> None:
+        time.sleep(self.delay())
+        self.failures += 1
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
 def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) -> None:
+    backoff = Backoff()
+
     @app.task(
         name=SCORE_TASK,
         base=GatheringBatches,
@@ -23,9 +49,17 @@ def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) 
         flush_every=settings.batch_size,
         flush_interval=settings.batch_wait_ms / 1000,
     )
-    def score_items(requests: list) -> None:  # type: ignore[type-arg]
-        ids = [r.args[0] for r in requests if r.args]
-        requeue = get_scorer().score_batch(ids)
-        if requeue:
-            log.warning("requeueing %d items", len(requeue))
-            enqueue_scoring(app, requeue)
+    def score_items(requests: list[Any]) -> bool:
+        # A duplicate delivery (a client retry re-queues its item) is one item, not two.
+        ids = list(dict.fromkeys(r.args[0] for r in requests if r.args))
+        try:
+            requeue = get_scorer().score_batch(ids)
+            if requeue:
+                log.warning("requeueing %d items", len(requeue))
+                enqueue_scoring(app, requeue)
+        except Exception:
+            log.exception("batch of %d not finished; its messages go back to the broker", len(ids))
+            backoff.wait()
+            return False
+        backoff.reset()
+        return True
