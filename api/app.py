@@ -13,14 +13,24 @@ from clipmod.queue import make_celery
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 
-# Multipart and base64 framing around the largest image we accept, plus the longest text.
+# Multipart framing and metadata around the largest image we accept, plus the longest text.
 _BODY_OVERHEAD = 256 * 1024
 
 
+def max_body_bytes(settings: Settings) -> int:
+    """The largest request body: Flask's `MAX_CONTENT_LENGTH` and waitress' limit both use it.
+
+    The image may arrive as base64 wrapped in lines (accepted since `openssl base64` and GNU
+    `base64` print that), so its share is sized for the widest common form: 64-column lines
+    ending in CRLF, which a JSON string spells `\\r\\n`: 68 bytes for every 64 characters.
+    """
+    base64_chars = -(-settings.max_upload_bytes // 3) * 4
+    wrapped = -(-base64_chars // 64) * 68
+    return wrapped + settings.max_text_chars * 4 + _BODY_OVERHEAD
+
+
 def configure_limits(app: Flask, settings: Settings) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = (
-        settings.max_upload_bytes * 4 // 3 + settings.max_text_chars * 4 + _BODY_OVERHEAD
-    )
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
 

@@ -1,8 +1,13 @@
-"""Every error leaves the API as `{"error": {"code", "message"}}`: never HTML, never a traceback."""
+"""Every error leaves the API as `{"error": {"code", "message"}}`: never HTML, never a traceback.
+
+That holds for errors waitress answers itself, before Flask sees the request (`api.server`
+uses `HTTP_CODES` and `error_body` from here, so both layers speak the same codes).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -11,7 +16,7 @@ from clipmod.errors import ClipmodError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -20,11 +25,19 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
 }
+BODY_TOO_LARGE = "request body is larger than the upload limit"
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    return jsonify({"error": {"code": code, "message": message}}), status
+    return jsonify(error_body(code, message)), status
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -37,8 +50,8 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:
-            message = "request body is larger than the upload limit"
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+            message = BODY_TOO_LARGE
+        return error_response(status, HTTP_CODES.get(status, "http_error"), message)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
