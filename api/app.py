@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
+
+from flask import Flask, Request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.formparser import FormDataParser
 
 from api import health, items, policies
 from api.errors import register_error_handlers
 from api.services import KEY, Services
+from api.validation import loads_strict
 from clipmod import settings as settings_mod
 from clipmod.db import make_engine, make_sessionmaker
 from clipmod.queue import make_celery
@@ -29,9 +34,42 @@ def max_body_bytes(settings: Settings) -> int:
     return wrapped + settings.max_text_chars * 4 + _BODY_OVERHEAD
 
 
+class StrictFormDataParser(FormDataParser):
+    """Werkzeug's parser turns a malformed multipart body into an empty form (`silent=True`).
+
+    An empty form would then be refused as `nothing_to_score`, which sends a client hunting for
+    a missing field when its body framing is broken. Parsing loudly lets intake say so.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["silent"] = False
+        super().__init__(*args, **kwargs)
+
+
+class ApiRequest(Request):
+    form_data_parser_class = StrictFormDataParser
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Every `get_json` in the app refuses NaN/Infinity and survives deep nesting as bad JSON.
+
+    Python's `json` accepts NaN (PostgreSQL's JSON does not) and raises `RecursionError`, not
+    `ValueError`, on deep input, which `get_json(silent=True)` would let escape as a 500.
+    """
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return loads_strict(s)
+
+
 def configure_limits(app: Flask, settings: Settings) -> None:
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+
+def configure_parsing(app: Flask) -> None:
+    app.request_class = ApiRequest
+    app.json = StrictJSONProvider(app)
 
 
 def configure_services(app: Flask, settings: Settings) -> None:
@@ -55,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_mod.load()
     app = Flask("clipmod")
     configure_limits(app, settings)
+    configure_parsing(app)
     configure_services(app, settings)
     register_error_handlers(app)
     add_blueprints(app)

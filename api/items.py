@@ -71,14 +71,13 @@ def create_item() -> tuple[Response, int]:
         found = _existing(session, tenant.id, upload.external_id)
         if found is not None:
             return _replay(found)
-    digest = svc.blobs.put(upload.image) if upload.image is not None else None
     info = upload.image_info
     item = Item(
         tenant_id=tenant.id,
         external_id=upload.external_id,
         text=upload.text,
         meta=upload.metadata,
-        image_sha256=digest,
+        image_sha256=upload.image_sha256,
         image_format=info.format if info else None,
         image_width=info.width if info else None,
         image_height=info.height if info else None,
@@ -86,6 +85,12 @@ def create_item() -> tuple[Response, int]:
     try:
         with svc.sessions() as session, session.begin():
             session.add(item)
+            # The database has accepted the row before the bytes touch the disk, so a row it
+            # refuses never leaves an orphan blob; the commit follows the write, so a committed
+            # row never points at a missing blob.
+            session.flush()
+            if upload.image is not None:
+                svc.blobs.put(upload.image)
     except IntegrityError:
         # A concurrent request with the same external_id won the insert.
         with svc.sessions() as session:
