@@ -16,7 +16,7 @@ from typing import Any
 from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from api.validation import check_fields, decode_base64, is_blank, parse_json
+from api.validation import check_fields, content_hash, decode_base64, is_blank, parse_json
 from clipmod import images
 from clipmod.errors import InvalidInput, PayloadTooLarge
 from clipmod.settings import Settings
@@ -53,6 +53,10 @@ class Upload:
     def image_sha256(self) -> str | None:
         """The blob's address, known before the blob is written (see `api.items`)."""
         return hashlib.sha256(self.image).hexdigest() if self.image is not None else None
+
+    @cached_property
+    def content_hash(self) -> str:
+        return content_hash(self.text, self.image_sha256, self.metadata)
 
 
 def _fields(data: dict[str, Any]) -> UploadFields:
