@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Request
+from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.formparser import FormDataParser
 
@@ -70,6 +70,23 @@ def configure_limits(app: Flask, settings: Settings) -> None:
 def configure_parsing(app: Flask) -> None:
     app.request_class = ApiRequest
     app.json = StrictJSONProvider(app)
+    # App-level, so it runs before the blueprints' auth hooks.
+    app.before_request(answer_options)
+
+
+def answer_options() -> Response | None:
+    """`OPTIONS` on a known route: 204 and `Allow`, without a key and without a body.
+
+    A JSON API has nothing to say in an OPTIONS body, and Flask's default answer is an empty
+    `text/html` document. It needs no key: the methods of a public route are no secret, and a
+    CORS preflight never carries credentials. Unknown routes fall through to the JSON 404.
+    """
+    if request.method != "OPTIONS" or request.routing_exception is not None:
+        return None
+    response = current_app.make_default_options_response()
+    response.status_code = 204
+    del response.headers["Content-Type"]
+    return response
 
 
 def configure_services(app: Flask, settings: Settings) -> None:

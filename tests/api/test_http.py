@@ -1,11 +1,13 @@
-"""The HTTP layer around the app: waitress' limits and error shape."""
+"""The HTTP layer around the app: waitress' limits and error shape, OPTIONS."""
 
 from __future__ import annotations
 
 import base64
 import json
 
+import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from api.app import max_body_bytes
 from api.server import JsonErrorChannel, create
@@ -32,3 +34,14 @@ def test_the_body_limit_fits_the_largest_wrapped_base64_image(settings: Settings
     wrapped = "\r\n".join(raw[i : i + 64] for i in range(0, len(raw), 64))
     body = json.dumps({"image_base64": "data:image/png;base64," + wrapped}).encode()
     assert len(body) < max_body_bytes(settings) - settings.max_text_chars * 4
+
+
+# -- OPTIONS, through Flask -------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/items", "/v1/items/x", "/healthz"])
+def test_options_is_204_with_allow_and_no_key(client: FlaskClient, path: str) -> None:
+    resp = client.options(path)
+    assert resp.status_code == 204 and resp.data == b""
+    assert "Content-Type" not in resp.headers
+    assert "GET" in resp.headers["Allow"] and "OPTIONS" in resp.headers["Allow"]
