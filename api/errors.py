@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from clipmod.errors import ClipmodError
@@ -30,6 +32,8 @@ HTTP_CODES = {
     501: "not_implemented",
 }
 BODY_TOO_LARGE = "request body is larger than the upload limit"
+# Long enough for a database failover or restart; short enough that a client retries soon.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -52,6 +56,22 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = BODY_TOO_LARGE
         return error_response(status, HTTP_CODES.get(status, "http_error"), message)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database(exc: Exception) -> tuple[Response, int]:
+        """The database is down or unreachable: nothing the client sent is wrong, so retry.
+
+        Caught here, once, because every handler (and the auth hook) reaches the database; a
+        500 would tell a platform its request was bad and should not be retried.
+        """
+        log.error("database unavailable: %s", str(exc).splitlines()[0][:300])
+        response, status = error_response(
+            503, "database_unavailable", "the database is unavailable; retry shortly"
+        )
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

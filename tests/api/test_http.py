@@ -1,4 +1,4 @@
-"""The HTTP layer around the app: waitress' limits and error shape, OPTIONS."""
+"""The HTTP layer around the app: waitress' limits, OPTIONS, and a database that is down."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from api.app import max_body_bytes
 from api.server import JsonErrorChannel, create
 from clipmod.settings import Settings
+from tests.api.conftest import auth
 
 # -- the server's wiring -----------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ def test_the_body_limit_fits_the_largest_wrapped_base64_image(settings: Settings
     assert len(body) < max_body_bytes(settings) - settings.max_text_chars * 4
 
 
-# -- OPTIONS, through Flask -------------------------------------------
+# -- OPTIONS and an unreachable database, through Flask -------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["/v1/items", "/v1/items/x", "/healthz"])
@@ -45,3 +46,29 @@ def test_options_is_204_with_allow_and_no_key(client: FlaskClient, path: str) ->
     assert resp.status_code == 204 and resp.data == b""
     assert "Content-Type" not in resp.headers
     assert "GET" in resp.headers["Allow"] and "OPTIONS" in resp.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://clipmod@127.0.0.1:1/clipmod?connect_timeout=2",
+        "sqlite:////nonexistent/dir/x.db",
+    ],
+)
+def test_database_down_is_503_with_retry_after(settings: Settings, url: str) -> None:
+    from api import create_app
+    from clipmod import settings as settings_mod
+
+    down = settings_mod.load(
+        {"CLIPMOD_DATA_DIR": str(settings.data_dir), "CLIPMOD_DATABASE_URL": url}
+    )
+    app = create_app(down)
+    try:
+        resp = app.test_client().post(
+            "/v1/items", json={"text": "hello"}, headers=auth("cm_abc_def")
+        )
+    finally:
+        app.extensions["clipmod"].engine.dispose()
+    assert resp.status_code == 503
+    assert resp.get_json()["error"]["code"] == "database_unavailable"
+    assert resp.headers["Retry-After"].isdigit()
