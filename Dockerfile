@@ -1,4 +1,4 @@
-# One image for every role (api, worker, migrations); the command picks the role.
+# One Dockerfile for every role (api, worker, migrations); the command picks the role.
 # CPU by default; for GPU workers build with TORCH_INDEX=https://download.pytorch.org/whl/cu128.
 FROM python:3.11-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY clipmod ./clipmod
 COPY api ./api
+COPY cli ./cli
 COPY workers ./workers
 COPY migrations ./migrations
 COPY policies ./policies
