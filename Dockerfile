@@ -1,4 +1,4 @@
-# One image for every role (api, worker, migrations); the command picks the role.
+# One Dockerfile for every role (api, worker, migrations); the command picks the role.
 # CPU by default; for GPU workers build with TORCH_INDEX=https://download.pytorch.org/whl/cu128.
 FROM python:3.11-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu

@@ -1,17 +1,24 @@
-"""Every error leaves the API as `{"error": {"code", "message"}}`: never HTML, never a traceback."""
+"""Every error leaves the API as `{"error": {"code", "message"}}`: never HTML, never a traceback.
+
+That holds for errors waitress answers itself, before Flask sees the request (`api.server`
+uses `HTTP_CODES` and `error_body` from here, so both layers speak the same codes).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from clipmod.errors import ClipmodError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -20,11 +27,21 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
 }
+BODY_TOO_LARGE = "request body is larger than the upload limit"
+# Long enough for a database failover or restart; short enough that a client retries soon.
+DATABASE_RETRY_AFTER_S = 5
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    return jsonify({"error": {"code": code, "message": message}}), status
+    return jsonify(error_body(code, message)), status
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -37,8 +54,24 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:
-            message = "request body is larger than the upload limit"
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+            message = BODY_TOO_LARGE
+        return error_response(status, HTTP_CODES.get(status, "http_error"), message)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database(exc: Exception) -> tuple[Response, int]:
+        """The database is down or unreachable: nothing the client sent is wrong, so retry.
+
+        Caught here, once, because every handler (and the auth hook) reaches the database; a
+        500 would tell a platform its request was bad and should not be retried.
+        """
+        log.error("database unavailable: %s", str(exc).splitlines()[0][:300])
+        response, status = error_response(
+            503, "database_unavailable", "the database is unavailable; retry shortly"
+        )
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -1,25 +1,28 @@
 """Turn a multipart or JSON upload into a validated `Upload`.
 
-Both encodings end in the same pydantic model, so limits and messages are identical whichever a
-platform uses.
+Both encodings end in the same checks and the same pydantic model, so limits and messages are
+identical whichever a platform uses. Everything is checked here, before the handler touches the
+blob store or the database: a request refused later would leave an orphan blob behind.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from api.validation import check_fields, content_hash, decode_base64, is_blank, parse_json
 from clipmod import images
 from clipmod.errors import InvalidInput, PayloadTooLarge
 from clipmod.settings import Settings
 
 MAX_METADATA_BYTES = 16 * 1024
+_FORM_FIELDS = ("text", "external_id", "metadata")
 
 
 class UploadFields(BaseModel):
@@ -46,8 +49,18 @@ class Upload:
     image: bytes | None
     image_info: images.ImageInfo | None
 
+    @cached_property
+    def image_sha256(self) -> str | None:
+        """The blob's address, known before the blob is written (see `api.items`)."""
+        return hashlib.sha256(self.image).hexdigest() if self.image is not None else None
+
+    @cached_property
+    def content_hash(self) -> str:
+        return content_hash(self.text, self.image_sha256, self.metadata)
+
 
 def _fields(data: dict[str, Any]) -> UploadFields:
+    check_fields(data)  # iterative: before pydantic or json.dumps can recurse
     try:
         return UploadFields.model_validate(data)
     except ValidationError as exc:
@@ -58,32 +71,57 @@ def _fields(data: dict[str, Any]) -> UploadFields:
 
 
 def _from_multipart(request: Request) -> tuple[UploadFields, bytes | None]:
-    form: dict[str, Any] = {k: v for k, v in request.form.items() if k in ("text", "external_id")}
-    unknown = set(request.form) - {"text", "external_id", "metadata"}
-    unknown |= set(request.files) - {"file"}
+    try:  # our request class parses strictly (see `api.app.ApiRequest`)
+        form, files = request.form, request.files
+    except ValueError as exc:
+        raise InvalidInput(
+            f"body: malformed multipart/form-data ({exc})", code="malformed_body", status=400
+        ) from None
+    names = [*form.keys(), *files.keys()]
+    if not all(names):
+        raise InvalidInput(
+            "multipart part without a name: every part needs `Content-Disposition: form-data; "
+            'name="..."`'
+        )
+    if "file" in form:
+        raise InvalidInput('file: send the image as a file part (with a `filename="..."`)')
+    unknown = set(form) - set(_FORM_FIELDS)
+    unknown |= set(files) - {"file"}
     if unknown:
         raise InvalidInput(f"{sorted(unknown)[0]}: unknown field")
-    if "metadata" in request.form:
-        try:
-            form["metadata"] = json.loads(request.form["metadata"])
-        except json.JSONDecodeError:
-            raise InvalidInput("metadata: must be a JSON object") from None
-    upload = request.files.get("file")
-    return _fields(form), (upload.read() if upload else None)
+    for name in [*_FORM_FIELDS, "file"]:
+        if len(form.getlist(name)) + len(files.getlist(name)) > 1:
+            raise InvalidInput(f"{name}: sent more than once; send at most one")
+    data: dict[str, Any] = {k: v for k, v in form.items() if k in ("text", "external_id")}
+    if "metadata" in form:
+        data["metadata"] = parse_json(form["metadata"], "metadata")
+    fields = _fields(data)
+    upload = files.get("file")
+    return fields, (upload.read() if upload else None)
 
 
 def _from_json(request: Request) -> tuple[UploadFields, bytes | None]:
-    body = request.get_json(silent=True)
+    body = parse_json(request.get_data(), "body")
     if not isinstance(body, dict):
         raise InvalidInput("body: must be a JSON object", code="invalid_json")
     fields = _fields(body)
-    image = None
-    if fields.image_base64 is not None:
-        try:
-            image = base64.b64decode(fields.image_base64, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidInput("image_base64: not valid base64") from None
+    image = decode_base64(fields.image_base64) if fields.image_base64 is not None else None
     return fields, image
+
+
+def _text(value: str | None, settings: Settings) -> str | None:
+    """The text to score, or None when there is nothing visible to score."""
+    if value is None:
+        return None
+    # The length first: it bounds the character walk in `is_blank`.
+    if len(value) > settings.max_text_chars:
+        if not value.strip():
+            return None
+        raise PayloadTooLarge(
+            f"text is {len(value)} characters; the limit is {settings.max_text_chars}",
+            code="text_too_long",
+        )
+    return None if is_blank(value) else value
 
 
 def parse_upload(request: Request, settings: Settings) -> Upload:
@@ -97,12 +135,7 @@ def parse_upload(request: Request, settings: Settings) -> Upload:
             code="unsupported_content_type",
             status=415,
         )
-    text = fields.text if fields.text and fields.text.strip() else None
-    if text is not None and len(text) > settings.max_text_chars:
-        raise PayloadTooLarge(
-            f"text is {len(text)} characters; the limit is {settings.max_text_chars}",
-            code="text_too_long",
-        )
+    text = _text(fields.text, settings)
     if image is not None and len(image) == 0:
         image = None
     if image is not None and len(image) > settings.max_upload_bytes:

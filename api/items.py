@@ -51,12 +51,22 @@ def _enqueue(item_id: str) -> None:
         ) from exc
 
 
-def _replay(item: Item) -> tuple[Response, int]:
+def _replay(item: Item, upload: Upload) -> tuple[Response, int]:
     """A repeated (tenant, external_id): answer the stored item, and re-queue it if still waiting.
 
     Re-queueing is safe (scoring is idempotent) and gives a client whose first attempt met a
-    broker outage a way to recover by simply retrying.
+    broker outage a way to recover by simply retrying. A retry must be the same request: new
+    content under an old `external_id` would otherwise get the old content's verdict and never be
+    scored, so it is a 409. Items stored before content hashes existed (NULL) cannot be compared
+    and are answered as a replay, as they always were.
     """
+    if item.content_hash is not None and item.content_hash != upload.content_hash:
+        raise ClipmodError(
+            f"external_id {item.external_id!r} already names item {item.id} with different "
+            "content; use a new external_id for new content",
+            code="external_id_conflict",
+            status=409,
+        )
     if item.status == ItemStatus.QUEUED:
         _enqueue(item.id)
     return jsonify(item_json(item)), 200
@@ -70,15 +80,15 @@ def create_item() -> tuple[Response, int]:
     with svc.sessions() as session:
         found = _existing(session, tenant.id, upload.external_id)
         if found is not None:
-            return _replay(found)
-    digest = svc.blobs.put(upload.image) if upload.image is not None else None
+            return _replay(found, upload)
     info = upload.image_info
     item = Item(
         tenant_id=tenant.id,
         external_id=upload.external_id,
         text=upload.text,
         meta=upload.metadata,
-        image_sha256=digest,
+        content_hash=upload.content_hash,
+        image_sha256=upload.image_sha256,
         image_format=info.format if info else None,
         image_width=info.width if info else None,
         image_height=info.height if info else None,
@@ -86,13 +96,19 @@ def create_item() -> tuple[Response, int]:
     try:
         with svc.sessions() as session, session.begin():
             session.add(item)
+            # The database has accepted the row before the bytes touch the disk, so a row it
+            # refuses never leaves an orphan blob; the commit follows the write, so a committed
+            # row never points at a missing blob.
+            session.flush()
+            if upload.image is not None:
+                svc.blobs.put(upload.image)
     except IntegrityError:
         # A concurrent request with the same external_id won the insert.
         with svc.sessions() as session:
             found = _existing(session, tenant.id, upload.external_id)
             if found is None:
                 raise
-            return _replay(found)
+            return _replay(found, upload)
     _enqueue(item.id)  # only after COMMIT: the worker must find the row
     body = {
         "id": item.id,

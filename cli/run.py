@@ -21,15 +21,14 @@ DEV_KEY_FILE = "dev-api-key"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from waitress import serve
-
     from api import create_app
+    from api.server import serve
 
     settings = load_settings()
     setup_logging(settings.log_level)
     app = create_app(settings)
     print(f"clipmod API on http://{args.host}:{args.port}", flush=True)
-    serve(app, host=args.host, port=args.port, threads=args.threads, ident="clipmod")
+    serve(app, settings, host=args.host, port=args.port, threads=args.threads)
     return 0
 
 

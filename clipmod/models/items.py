@@ -40,6 +40,9 @@ class Item(Base):
     text: Mapped[str | None] = mapped_column(Text)
     # `metadata` is reserved on declarative classes; the column keeps the API's name.
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    # sha256 of text + image digest + metadata (`api.validation.content_hash`): a reused
+    # external_id with other content is a conflict, not a replay. NULL on rows from before 0002.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
