@@ -14,9 +14,16 @@ from functools import cached_property
 from typing import Any
 
 from flask import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.validation import check_fields, content_hash, decode_base64, is_blank, parse_json
+from api.validation import (
+    check_fields,
+    content_hash,
+    decode_base64,
+    is_blank,
+    parse_json,
+    validate,
+)
 from clipmod import images
 from clipmod.errors import InvalidInput, PayloadTooLarge
 from clipmod.settings import Settings
@@ -61,13 +68,7 @@ class Upload:
 
 def _fields(data: dict[str, Any]) -> UploadFields:
     check_fields(data)  # iterative: before pydantic or json.dumps can recurse
-    try:
-        return UploadFields.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise InvalidInput(f"{field}: {message}") from None
+    return validate(UploadFields, data)
 
 
 def _from_multipart(request: Request) -> tuple[UploadFields, bytes | None]:

@@ -18,7 +18,7 @@ from api.serialize import item_json
 from api.services import services
 from clipmod.errors import ClipmodError, InvalidInput, NotFound
 from clipmod.models import Action, Item, ItemStatus, Verdict
-from clipmod.queue import enqueue_scoring
+from clipmod.queue import enqueue_after_commit, enqueue_scoring
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,6 @@ def _existing(session: Session, tenant_id: int, external_id: str | None) -> Item
     )
 
 
-def _enqueue(item_id: str) -> None:
-    try:
-        enqueue_scoring(services().celery, [item_id])
-    except Exception as exc:
-        log.exception("enqueue failed for %s", item_id)
-        raise ClipmodError(
-            f"item {item_id} is stored but the queue is unavailable; retry the same request "
-            "(with the same external_id) to queue it again",
-            code="queue_unavailable",
-            status=503,
-        ) from exc
-
-
 def _replay(item: Item, upload: Upload) -> tuple[Response, int]:
     """A repeated (tenant, external_id): answer the stored item, and re-queue it if still waiting.
 
@@ -68,7 +55,7 @@ def _replay(item: Item, upload: Upload) -> tuple[Response, int]:
             status=409,
         )
     if item.status == ItemStatus.QUEUED:
-        _enqueue(item.id)
+        enqueue_scoring(services().celery, [item.id])
     return jsonify(item_json(item)), 200
 
 
@@ -102,6 +89,7 @@ def create_item() -> tuple[Response, int]:
             session.flush()
             if upload.image is not None:
                 svc.blobs.put(upload.image)
+            enqueue_after_commit(session, svc.celery, [item.id])
     except IntegrityError:
         # A concurrent request with the same external_id won the insert.
         with svc.sessions() as session:
@@ -109,7 +97,6 @@ def create_item() -> tuple[Response, int]:
             if found is None:
                 raise
             return _replay(found, upload)
-    _enqueue(item.id)  # only after COMMIT: the worker must find the row
     body = {
         "id": item.id,
         "external_id": item.external_id,

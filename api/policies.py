@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import require_admin
 from api.services import services
+from api.validation import validate
 from clipmod.errors import InvalidInput
 from clipmod.models import PolicyVersion
 from clipmod.policy import backtest, lint, rescore, versions
@@ -71,13 +72,7 @@ def _body(model: type[Body], *, optional: bool = False) -> Body:
         data = {}
     if not isinstance(data, dict):
         raise InvalidInput("body: must be a JSON object", code="invalid_json")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise InvalidInput(f"{field}: {message}") from None
+    return validate(model, data)
 
 
 def policy_runtime() -> Any:

@@ -7,9 +7,17 @@ idempotent, so a redelivery is harmless.
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+from collections.abc import Iterable
 
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from clipmod.errors import ClipmodError
 from clipmod.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SCORE_TASK = "clipmod.score_item"
 SCORE_QUEUE = "clipmod.score"
@@ -63,7 +71,52 @@ def prepare_broker(app: Celery) -> None:
 
 
 def enqueue_scoring(app: Celery, item_ids: list[str]) -> None:
-    """Send one message per item; call only after the transaction that created them committed."""
-    with app.producer_or_acquire() as producer:
-        for item_id in item_ids:
-            app.send_task(SCORE_TASK, args=[item_id], producer=producer)
+    """Send one message per item; the rows must be committed (see `enqueue_after_commit`).
+
+    A broker failure becomes `queue_unavailable` (503): the items are stored, and a client that
+    retries with the same `external_id` queues them again.
+    """
+    try:
+        with app.producer_or_acquire() as producer:
+            for item_id in item_ids:
+                app.send_task(SCORE_TASK, args=[item_id], producer=producer)
+    except Exception as exc:
+        log.exception("enqueue failed for %d items", len(item_ids))
+        raise ClipmodError(
+            f"item {', '.join(item_ids)} is stored but the queue is unavailable; retry the same "
+            "request (with the same external_id) to queue it again",
+            code="queue_unavailable",
+            status=503,
+        ) from exc
+
+
+_PENDING = "clipmod.enqueue_after_commit"
+
+
+def enqueue_after_commit(session: Session, app: Celery, item_ids: Iterable[str]) -> None:
+    """Queue scoring for when, and only if, this session's transaction commits.
+
+    A worker that receives an id before the row is committed finds nothing and drops it; a
+    message for a rolled-back row points nowhere. Tying the send to the session's own
+    `after_commit` (Warehouse's `addAfterCommitHook`, Indico's `after_commit` signal) makes the
+    order a mechanism instead of a comment. A send that fails surfaces from `commit()` as
+    `queue_unavailable`, after the rows are safely stored.
+    """
+    pending: list[str] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        event.listen(session, "after_commit", _send_pending)
+        event.listen(session, "after_soft_rollback", _drop_pending)
+    pending.extend(item_ids)
+    session.info[_PENDING + ".app"] = app
+
+
+def _send_pending(session: Session) -> None:
+    ids: list[str] = session.info.get(_PENDING) or []
+    if ids:
+        session.info[_PENDING] = []
+        enqueue_scoring(session.info[_PENDING + ".app"], ids)
+
+
+def _drop_pending(session: Session, _previous: object) -> None:
+    session.info[_PENDING] = []
