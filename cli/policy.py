@@ -270,7 +270,7 @@ def register(subparsers: Any) -> None:
         p.add_argument("--author", default=None, help="recorded as who did it")
 
     publish = sub.add_parser("publish", help="validate and store a new version; activate it")
-    publish.add_argument("file")
+    publish.add_argument("file", help="the policy YAML file")
     scoped(publish)
     mode = publish.add_mutually_exclusive_group()
     mode.add_argument("--no-activate", action="store_true", help="store only")
@@ -284,17 +284,17 @@ def register(subparsers: Any) -> None:
     activate.set_defaults(func=cmd_activate)
 
     lst = sub.add_parser("list", help="every version and where it is in force")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_list)
 
     show = sub.add_parser("show", help="one version's text and metadata")
     show.add_argument("ref", help="name@N or version id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_show)
 
     lint = sub.add_parser("lint", help="find likely mistakes (exit 2 errors, 1 --strict warnings)")
-    lint.add_argument("file")
-    lint.add_argument("--json", action="store_true")
+    lint.add_argument("file", help="the policy YAML file")
+    lint.add_argument("--json", action="store_true", help="machine-readable output")
     lint.add_argument("--strict", action="store_true", help="exit 1 on warnings")
     lint.add_argument("--no-model", action="store_true", help="skip checks that need the model")
     lint.add_argument(
@@ -307,23 +307,25 @@ def register(subparsers: Any) -> None:
     lint.set_defaults(func=cmd_lint)
 
     bt = sub.add_parser("backtest", help="re-score stored traffic: draft vs the active version")
-    bt.add_argument("file")
+    bt.add_argument("file", help="the policy YAML file")
     bt.add_argument("--since", type=_since, default=None, help="only items created since (ISO)")
     bt.add_argument("--against", default=None, help="compare with this version, not the active")
     bt.add_argument("--examples", type=int, default=5, help="example item ids per transition")
-    bt.add_argument("--json", action="store_true")
+    bt.add_argument("--json", action="store_true", help="machine-readable output")
     bt.set_defaults(func=cmd_backtest)
 
     sr = sub.add_parser("shadow-report", help="shadow verdicts vs the real ones")
     sr.add_argument("--version", default=None, help="only this shadow version (name@N or id)")
-    sr.add_argument("--since", type=_since, default=None)
-    sr.add_argument("--examples", type=int, default=5)
-    sr.add_argument("--json", action="store_true")
+    sr.add_argument(
+        "--since", type=_since, default=None, help="only verdicts since (ISO date/time)"
+    )
+    sr.add_argument("--examples", type=int, default=5, help="example item ids per change")
+    sr.add_argument("--json", action="store_true", help="machine-readable output")
     sr.set_defaults(func=cmd_shadow_report)
 
     sg = sub.add_parser("suggest", help="thresholds from moderator decisions")
     sg.add_argument("--target-precision", type=float, default=0.95, help="for block_at")
     sg.add_argument("--review-precision", type=float, default=0.5, help="floor for review_at")
     sg.add_argument("--policy", default=None, help="version to tune (default: the active one)")
-    sg.add_argument("--json", action="store_true")
+    sg.add_argument("--json", action="store_true", help="machine-readable output")
     sg.set_defaults(func=cmd_suggest)

@@ -116,3 +116,37 @@ def test_up_stops_its_worker_on_sigterm(settings: Settings, tmp_path: Path) -> N
         if up.poll() is None:
             up.kill()
         log.close()
+
+
+def test_submit_reports_unreadable_paths_without_a_traceback(
+    settings: Settings, tmp_path: Path
+) -> None:
+    args = ["submit", "--url", f"http://127.0.0.1:{free_port()}", "--key", "cm_x_y"]
+    done = clipmod(*args, str(tmp_path / "nosuch.png"), str(tmp_path), settings=settings)
+    assert done.returncode == 1
+    assert "nosuch.png: not sent: no such file" in done.stdout
+    assert f"{tmp_path}: not sent: not a file" in done.stdout
+    binary = clipmod(*args, "--text", str(SAMPLES / "red-knife.png"), settings=settings)
+    assert binary.returncode == 1 and "binary" in binary.stdout
+    assert "Traceback" not in done.stderr + binary.stderr
+
+
+def test_keys_create_admin_reaches_the_policy_endpoints(settings: Settings) -> None:
+    from api import create_app
+
+    made = {
+        admin: clipmod(
+            "keys", "create", "--tenant", "acme", *(["--admin"] if admin else []), settings=settings
+        )
+        for admin in (True, False)
+    }
+    assert all(done.returncode == 0 for done in made.values())
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        for admin, done in made.items():
+            key = done.stdout.strip().splitlines()[-1]
+            resp = client.get("/v1/policies", headers={"Authorization": f"Bearer {key}"})
+            assert resp.status_code == (200 if admin else 403), resp.get_json()
+    finally:
+        app.extensions["clipmod"].engine.dispose()
