@@ -187,9 +187,8 @@ class Scorer:
         try:
             if w.image_sha256:
                 data = self.blobs.get(w.image_sha256)
-                img = images.decode_rgb(
-                    data, self.settings.max_image_pixels, target=self.runtime.image_spec.target
-                )
+                limits = images.ImageLimits.from_settings(self.settings)
+                img = images.decode_rgb(data, limits, target=self.runtime.image_spec.target)
                 w.pixels = self.runtime.preprocess(img)
             if w.text:
                 w.windows = self.runtime.text_windows(w.text)
