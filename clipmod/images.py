@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,11 @@ ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
 # Reduce (box-average) to no less than this many times the model's input size before the
 # final resample: Pillow's own `reducing_gap` default, indistinguishable from a full resample.
 REDUCING_GAP = 2
+
+# The intake reduces to about this size before converting (see `inspect`).
+INSPECT_SIZE = 256
+
+_STRIP_PIXELS = 1 << 20
 
 # Modes whose alpha channel is composited on white: a transparent background reads as the
 # page it is shown on, not as black.
@@ -171,15 +177,27 @@ def _check_geometry(size: tuple[int, int], limits: ImageLimits) -> None:
         )
 
 
-def _scaled_to_l(arr: np.ndarray, low: float, high: float) -> Image.Image:
-    """Map [low, high] linearly onto 0..255 as an 8-bit greyscale image."""
-    span = high - low
-    out = arr.astype(np.float32)  # one working copy, scaled in place
-    out -= np.float32(low)
-    out *= np.float32(255.0 / span if span > 0 else 0.0)
-    np.clip(out, 0, 255, out=out)
-    np.rint(out, out=out)
-    return Image.fromarray(out.astype(np.uint8))
+def _strips(img: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """The image as float32 rows, about a million pixels at a time.
+
+    Working in strips keeps a 40 M-pixel float image from needing several full-size float
+    copies at once; only the 8-bit result is whole.
+    """
+    width, height = img.size
+    rows = max(1, _STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        yield top, np.array(img.crop((0, top, width, bottom)), dtype=np.float32)  # a copy
+
+
+def _value_range(img: Image.Image) -> tuple[float, float] | None:
+    """Smallest and largest finite value, or None when there is none."""
+    low, high = np.inf, -np.inf
+    for _, strip in _strips(img):
+        finite = strip[np.isfinite(strip)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return (low, high) if low <= high else None
 
 
 def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
@@ -200,18 +218,24 @@ def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
 
     A constant `I`/`F` image (no range to stretch) becomes black.
     """
-    arr = np.asarray(img)
     if img.mode.startswith("I;16"):
-        return _scaled_to_l(arr, 0.0, 65535.0)
-    finite = arr[np.isfinite(arr)] if img.mode == "F" else arr
-    if finite.size == 0:
-        return Image.new("L", img.size, 0)
-    low, high = float(finite.min()), float(finite.max())
-    if img.mode == "F":
-        if low >= 0.0 and high <= 1.0:
+        low, high = 0.0, 65535.0
+    else:
+        found = _value_range(img)
+        if found is None:
+            return Image.new("L", img.size, 0)
+        low, high = found
+        if img.mode == "F" and low >= 0.0 and high <= 1.0:
             low, high = 0.0, 1.0
-        arr = np.nan_to_num(arr, nan=low, posinf=high, neginf=low)
-    return _scaled_to_l(arr, low, high)
+    scale = np.float32(255.0 / (high - low) if high > low else 0.0)
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    for top, strip in _strips(img):
+        np.nan_to_num(strip, copy=False, nan=low, posinf=high, neginf=low)
+        strip -= np.float32(low)
+        strip *= scale
+        np.clip(strip, 0, 255, out=strip)
+        out[top : top + len(strip)] = np.rint(strip)
+    return Image.fromarray(out)
 
 
 def _reducible(img: Image.Image) -> Image.Image:
@@ -244,25 +268,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _decode(data: bytes, limits: ImageLimits, target: int | None) -> tuple[Image.Image, ImageInfo]:
+def _decode(
+    data: bytes, limits: ImageLimits, target: int | None, *, draft: bool
+) -> tuple[Image.Image, ImageInfo]:
     """The one decode path of intake and worker; returns the RGB image and the header's facts.
 
-    Decoding itself is bounded by the header checks (`max_pixels`). With a `target` (the
-    worker), JPEG also decodes at a reduced DCT scale (`draft`), and every image is then
-    box-reduced to a shortest side below 2 * REDUCING_GAP * target, so conversion and the
-    model's resize touch at most (2 * REDUCING_GAP * target)^2 * max_aspect pixels, whatever
-    the upload's size. Without one (the intake) it runs the same steps at full resolution.
+    Decoding itself is bounded by the header checks (`max_pixels`). With a `target`, every
+    image is box-reduced right after decoding and EXIF rotation to a shortest side below
+    2 * REDUCING_GAP * target, so conversion and the model's resize touch at most
+    (2 * REDUCING_GAP * target)^2 * max_aspect pixels, whatever the upload's size; with
+    `draft`, JPEG already decodes at a reduced DCT scale.
     """
     img = _open(data, limits)
     fmt = str(img.format)
     info = ImageInfo(format=fmt.lower(), width=img.width, height=img.height)
     try:
-        if target and fmt == "JPEG":
+        if draft and target and fmt == "JPEG":
             # draft() picks the smallest DCT scale that stays >= the requested size.
             img.draft("RGB", (target, target))
         img.load()
-        # In place: no full-size copy when there is nothing to rotate. Read from the loaded
-        # original because TIFF keeps its orientation in tags that a converted copy loses.
+        # In place: no full-size copy when there is nothing to rotate. Before any conversion,
+        # because TIFF keeps its orientation in tags that a converted copy loses.
         ImageOps.exif_transpose(img, in_place=True)
         if target:
             img = _reducible(img)
@@ -283,16 +309,21 @@ def _decode(data: bytes, limits: ImageLimits, target: int | None) -> tuple[Image
 
 
 def inspect(data: bytes, limits: ImageLimits) -> ImageInfo:
-    """Validate an upload: a format we take, within the limits, and fully decodable.
+    """Validate an upload: a format we take, within the limits, and decodable by the worker.
 
-    It runs the worker's whole decode at full resolution, so whatever the worker later meets
-    has already decoded once; the size reported is the one the header declares.
+    It runs the worker's own steps (load, EXIF rotation, reduction, conversion), so whatever
+    the worker later meets has already decoded once. JPEG decodes at full scale here (stricter
+    than the worker's draft), and conversion runs after reducing to INSPECT_SIZE, so checking
+    an upload costs about what loading it does. The size reported is the header's.
     """
-    _, info = _decode(data, limits, target=None)
+    _, info = _decode(data, limits, INSPECT_SIZE, draft=False)
     return info
 
 
 def decode_rgb(data: bytes, limits: ImageLimits, target: int | None = None) -> Image.Image:
-    """Decode to RGB for the model; `target` (the model's input size) bounds the work."""
-    img, _ = _decode(data, limits, target)
+    """Decode to RGB for the model; `target` (the model's input size) bounds the work.
+
+    Without a target the image keeps its full resolution.
+    """
+    img, _ = _decode(data, limits, target, draft=True)
     return img
