@@ -3,12 +3,12 @@
 Uploads are hostile until proven otherwise. Every image is checked against a pixel budget and
 geometry limits read from its header before its pixels are decoded (a 50-kB PNG can expand to
 gigabytes; a 1 x 100,000 px PNG becomes 64 x 6,400,000 px once resized to the model's shortest
-edge). Intake and worker run the same decode (`_decode`: load, EXIF transpose, mode conversion),
-so a file the intake accepted has already decoded once and a file that cannot decode is refused
-with 415 instead of failing later in a worker. Any exception Pillow raises on the way becomes one
-of our own errors: decoders raise a wide and version-dependent set of exception types
-(`OSError`, `ValueError`, `SyntaxError`, `struct.error`, `IndexError`, ...), and a list of them
-would always be one short.
+edge). Intake and worker run the same decode (`_decode`: load, EXIF transpose, reduction, mode
+conversion), so a file the intake accepted has already decoded once and a file that cannot
+decode is refused with 415 instead of failing later in a worker. Any exception Pillow raises
+on the way becomes one of our own errors: decoders raise a wide and version-dependent set of
+exception types (`OSError`, `ValueError`, `SyntaxError`, `struct.error`, `IndexError`, ...),
+and a list of them would always be one short.
 """
 
 from __future__ import annotations
