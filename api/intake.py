@@ -149,5 +149,5 @@ def parse_upload(request: Request, settings: Settings) -> Upload:
             "nothing to score: send a `file`/`image_base64` and/or a non-empty `text`",
             code="nothing_to_score",
         )
-    info = images.inspect(image, settings.max_image_pixels) if image is not None else None
+    info = images.inspect(image, images.ImageLimits.from_settings(settings)) if image else None
     return Upload(text, fields.external_id, fields.metadata, image, info)

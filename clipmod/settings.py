@@ -42,14 +42,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, minimum: float | None = None
+) -> float:
     raw = _get(env, name)
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{PREFIX}{name}={raw!r} is not a number") from None
+    if minimum is not None and not value >= minimum:  # `not >=` also refuses NaN
+        raise SettingsError(f"{PREFIX}{name}={value} must be >= {minimum}")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -73,6 +78,8 @@ class Settings:
     batch_wait_ms: int = 30
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    max_image_side: int = 12_000
+    max_aspect_ratio: float = 20.0
     max_text_chars: int = 20_000
     decode_threads: int = 2
     policy_refresh_s: float = 2.0
@@ -118,6 +125,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         batch_wait_ms=_int(env, "BATCH_WAIT_MS", d["batch_wait_ms"], minimum=0),
         max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", d["max_upload_bytes"]),
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", d["max_image_pixels"]),
+        max_image_side=_int(env, "MAX_IMAGE_SIDE", d["max_image_side"]),
+        max_aspect_ratio=_float(env, "MAX_ASPECT_RATIO", d["max_aspect_ratio"], minimum=1.0),
         max_text_chars=_int(env, "MAX_TEXT_CHARS", d["max_text_chars"]),
         decode_threads=_int(env, "DECODE_THREADS", d["decode_threads"]),
         policy_refresh_s=_float(env, "POLICY_REFRESH_S", d["policy_refresh_s"]),

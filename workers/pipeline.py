@@ -193,12 +193,16 @@ class Scorer:
             return work
 
     def _decode_one(self, w: _Work) -> None:
+        """Prepare one item; whatever goes wrong fails this item only, never its batch.
+
+        Inputs are chosen by adversaries, so an unforeseen exception here is a property of the
+        item, and retrying its batch-mates three times would only fail them too.
+        """
         try:
             if w.image_sha256:
                 data = self.blobs.get(w.image_sha256)
-                img = images.decode_rgb(
-                    data, self.settings.max_image_pixels, target=self.runtime.image_spec.target
-                )
+                limits = images.ImageLimits.from_settings(self.settings)
+                img = images.decode_rgb(data, limits, target=self.runtime.image_spec.target)
                 w.pixels = self.runtime.preprocess(img)
             if w.text:
                 w.windows = self.runtime.text_windows(w.text)
@@ -206,6 +210,12 @@ class Scorer:
             w.error = exc
         except FileNotFoundError:
             w.error = ClipmodError("the stored image is missing", code="blob_missing")
+        except Exception as exc:
+            log.exception("item %s: preparing it failed; failing this item only", w.id)
+            w.error = ClipmodError(
+                f"the item could not be prepared for scoring ({type(exc).__name__})",
+                code="prepare_error",
+            )
 
     def _prepare(self, work: list[_Work]) -> None:
         list(self._decoder.map(self._decode_one, work))
