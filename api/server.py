@@ -2,7 +2,8 @@
 
 Waitress answers some requests itself, before Flask ever sees them: a malformed request line or
 Content-Length (400), headers over its limit (431), a body over `max_request_body_size` (413),
-an unsupported Transfer-Encoding (501). It builds those in `waitress.task.ErrorTask.execute`
+an unsupported Transfer-Encoding (501, answered here as 400). It builds those in
+`waitress.task.ErrorTask.execute`
 from the parser's `waitress.utilities.Error` as `text/plain`. The JSON error contract has to
 hold there too, and the body limit has to be enforced there: by the time Flask's
 `MAX_CONTENT_LENGTH` refuses a body, waitress has already buffered all of it.
@@ -33,10 +34,15 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self) -> None:
         error = self.request.error
-        code = HTTP_CODES.get(error.code, "http_error")
-        message = BODY_TOO_LARGE if error.code == 413 else f"{error.reason}: {error.body}"
+        status, reason = error.code, error.reason
+        code = HTTP_CODES.get(status, "http_error")
+        if status == 501:
+            # Waitress' only 501 is an unknown Transfer-Encoding: bad input, and our contract
+            # is that input never causes a 5xx (platforms alert and retry on those).
+            status, reason, code = 400, "Bad Request", "unsupported_transfer_encoding"
+        message = BODY_TOO_LARGE if status == 413 else f"{error.reason}: {error.body}"
         body = json.dumps(error_body(code, message)).encode("utf-8")
-        self.status = f"{error.code} {error.reason}"
+        self.status = f"{status} {reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
         self.content_length = len(body)

@@ -28,7 +28,10 @@ from clipmod.errors import ClipmodError, PayloadTooLarge, UnsupportedMedia
 if TYPE_CHECKING:
     from clipmod.settings import Settings
 
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
+# MPO is how Pillow names the multi-picture JPEGs many phone cameras write: a JPEG whose first
+# frame is the photo. Refusing it would refuse ordinary phone uploads.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
+JPEG_FAMILY = frozenset({"JPEG", "MPO"})
 
 # Reduce (box-average) to no less than this many times the model's input size before the
 # final resample: Pillow's own `reducing_gap` default, indistinguishable from a full resample.
@@ -283,7 +286,7 @@ def _decode(
     fmt = str(img.format)
     info = ImageInfo(format=fmt.lower(), width=img.width, height=img.height)
     try:
-        if draft and target and fmt == "JPEG":
+        if draft and target and fmt in JPEG_FAMILY:
             # draft() picks the smallest DCT scale that stays >= the requested size.
             img.draft("RGB", (target, target))
         img.load()

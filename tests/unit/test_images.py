@@ -267,3 +267,16 @@ def test_the_worker_decode_is_reduced_before_conversion(
     bound = 2 * images.REDUCING_GAP * target
     assert min(img.size) < bound and img.width * img.height <= bound**2 * DEFAULTS.max_aspect
     assert runtime.preprocess(img).shape[0] == 3
+
+
+def test_phone_multi_picture_jpeg_is_accepted_and_decoded_from_its_first_frame() -> None:
+    """Many phones write MPO (a JPEG with extra frames); Pillow names it "MPO", not "JPEG"."""
+    first, second = Image.new("RGB", (64, 48), (200, 20, 20)), Image.new("RGB", (64, 48), "blue")
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[second])
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    limits = ImageLimits(max_pixels=10_000_000, max_side=10_000, max_aspect=20.0)
+    assert images.inspect(data, limits).format == "mpo"
+    red, _green, blue = images.decode_rgb(data, limits).getpixel((10, 10))
+    assert red > 150 and blue < 80
