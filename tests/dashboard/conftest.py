@@ -80,7 +80,8 @@ def make_item(sessions: sessionmaker[Session], seeded: int, settings: Settings) 
             digest = fmt = None
             if image is not None:
                 data = image if isinstance(image, bytes) else encode(image, "PNG")
-                digest, fmt = blobs.put(data), "png"
+                digest = blobs.put(data)
+                fmt = "jpeg" if data.startswith(b"\xff\xd8\xff") else "png"
             item = Item(
                 tenant_id=tenant_id,
                 status=ItemStatus.SCORED,
