@@ -7,26 +7,31 @@ The browser tests (`test_browser.py`) use real processes instead (see `live.py`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
 from PIL import Image
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import embeddings, keys
+from clipmod import embeddings, keys, migrate
 from clipmod.db import transaction
 from clipmod.models import Item, ItemEmbedding, ItemStatus, Role, User, Verdict
 from clipmod.review import users
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
+from tests.conftest import make_settings
+from tests.dashboard import live
 from tests.images import encode
 
-PASSWORD = "correct horse battery"
+PASSWORD = live.PASSWORD
 LEASE = timedelta(minutes=5)
 CATEGORIES = ("weapons", "drugs", "gore")
 
@@ -173,3 +178,53 @@ def sign_in(client: FlaskClient, email: str, password: str = PASSWORD) -> str:
     marker = 'name="csrf-token" content="'
     start = page.index(marker) + len(marker)
     return page[start : page.index('"', start)]
+
+
+# ----- the browser tests: a real server, a real worker, real Chromium -----------------------
+
+
+@pytest.fixture(scope="module")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[live.Live]:
+    """One running service per test module (tests keep apart by using their own tenants),
+    with the review-heavy demo policy active so uploads wait for people."""
+    data_dir = tmp_path_factory.mktemp("live")
+    settings = make_settings(data_dir)
+    migrate.upgrade(settings)
+    stack = live.start(settings, data_dir)
+    try:
+        stack.publish("ops", live.review_policy_text())
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(live.CHROMIUM).exists():
+        pytest.fail(f"{live.CHROMIUM} is missing: `.ci/services install` installs Chromium")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=live.CHROMIUM)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
+    """Fresh browser contexts (separate cookie jars: separate people) at 1280x800."""
+    contexts: list[BrowserContext] = []
+
+    def make() -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of this test's own, so tests sharing a running service never see each other."""
+    return f"t{uuid.uuid4().hex[:8]}"
