@@ -62,6 +62,7 @@ class QueueFilter:
 @dataclass(frozen=True)
 class QueueRow:
     item_id: str
+    external_id: str | None
     tenant: str
     created_at: datetime
     action: str
@@ -165,6 +166,7 @@ def page(
         rows.append(
             QueueRow(
                 item_id=item.id,
+                external_id=item.external_id,
                 tenant=tenant,
                 created_at=aware(item.created_at),
                 action=verdict.action.value,

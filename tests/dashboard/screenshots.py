@@ -42,6 +42,12 @@ def press(page: Page, key: str) -> None:
         page.keyboard.press(key)
 
 
+def settle(page: Page) -> None:
+    """Every image decoded (thumbnails load lazily) and the reveal transition done."""
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_timeout(300)
+
+
 def seed(stack: live.Live) -> None:
     stack.user("admin@example.com", "admin")
     stack.user("mia@example.com", "moderator", ["acme"])
@@ -73,10 +79,13 @@ def main(out_dir: str) -> int:
                 page = browser.new_page(viewport=VIEWPORT)
                 sign_in(page, stack.url, "mia@example.com")
                 press(page, "Enter")  # the oldest waiting item
+                page.fill("textarea[name=reason]", "Looks like a toy gun? Second opinion please.")
+                page.evaluate("document.activeElement.blur()")
                 press(page, "e")  # escalated: the admin's item page shows the history
                 escalated = stack.url + "/dashboard/?queue=escalated"
                 press(page, "a")
                 page.goto(stack.url + "/dashboard/")
+                settle(page)
                 page.screenshot(path=str(out / "dashboard-queue.png"))
                 page.context.close()
                 page = browser.new_page(viewport=VIEWPORT)
@@ -84,8 +93,8 @@ def main(out_dir: str) -> int:
                 page.goto(escalated)
                 press(page, "Enter")
                 page.keyboard.press(" ")
-                page.wait_for_timeout(300)
-                page.screenshot(path=str(out / "dashboard-item.png"))
+                settle(page)
+                page.screenshot(path=str(out / "dashboard-item.png"), full_page=True)
                 browser.close()
         finally:
             stack.stop()
