@@ -104,7 +104,7 @@ def queue_page() -> Any:
 @login_required
 @admin_required
 def escalated_page() -> Any:
-    return redirect(url_for("dashboard.queue_page", queue="escalated", **request.args))
+    return redirect(url_for("dashboard.queue_page", **{**request.args, "queue": "escalated"}))
 
 
 @bp.get("/next")

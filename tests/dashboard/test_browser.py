@@ -68,6 +68,11 @@ def test_sign_in_failed_sign_in_and_sign_out(
 def test_two_moderators_race_for_one_item(
     live_stack: live.Live, new_page: NewPage, tenant: str
 ) -> None:
+    race_for_one_item(live_stack, new_page, tenant)
+
+
+def race_for_one_item(live_stack: live.Live, new_page: NewPage, tenant: str) -> None:
+    """Two people open the same item at once: one holds it, the other is told who does."""
     (item,) = live_stack.upload(tenant, live.world_images([8]))
     live_stack.wait_scored(tenant, [item])
     people = [live_stack.user(f"{n}@{tenant}.test", tenants=[tenant]) for n in ("ann", "ben")]
