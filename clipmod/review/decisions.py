@@ -217,18 +217,16 @@ def decide_many(
 
 def tokens(session: Session, item_ids: Sequence[str]) -> dict[str, str]:
     """State tokens for many items at once (the queue page embeds one per row)."""
-    verdicts: dict[str, int] = {
-        item_id: verdict_id
-        for item_id, verdict_id in session.execute(
+    verdicts: dict[str, int] = dict(
+        session.execute(
             select(Verdict.item_id, Verdict.id).where(Verdict.item_id.in_(item_ids))
-        )
-    }
-    decided: dict[str, int] = {
-        item_id: decision_id
-        for item_id, decision_id in session.execute(
+        ).all()
+    )
+    decided: dict[str, int] = dict(
+        session.execute(
             current_decisions()
             .where(Decision.item_id.in_(item_ids))
             .with_only_columns(Decision.item_id, Decision.id)
-        )
-    }
+        ).all()
+    )
     return {i: f"{verdicts.get(i, 0)}.{decided.get(i, 0)}" for i in item_ids}
