@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from api.dashboard.shell import Person, bp, me, safe_next
+from api.dashboard.shell import SIGNED_IN_AT, Person, bp, me, safe_next
 from api.services import services
 from clipmod.db import transaction
 from clipmod.models import User
@@ -45,6 +46,7 @@ def login_post() -> Any:
     session.clear()  # a fresh session (and CSRF token) on every sign-in: no fixation
     login_user(Person(result.user))
     session.permanent = True
+    session[SIGNED_IN_AT] = time.time()
     return redirect(target)
 
 

@@ -8,6 +8,7 @@ call `add_nav(...)` once so the header links to them for the roles that may open
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,14 +19,16 @@ from flask import (
     Blueprint,
     Flask,
     Response,
+    current_app,
     flash,
     jsonify,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
-from flask_login import LoginManager, UserMixin, current_user
+from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -46,6 +49,7 @@ bp = Blueprint(
 )
 csrf = CSRFProtect()
 SESSION_COOKIE = "clipmod_session"
+SIGNED_IN_AT = "signed_in_at"
 login_manager = LoginManager()
 
 # Pages load only our own files: no inline script, no third-party origin. Score bars are SVG
@@ -154,11 +158,23 @@ def _unauthorized() -> Any:
 
 
 @bp.before_request
-def _csrf() -> None:
-    # Signed out, a POST can change nothing (`login_required` refuses it), and its token died
-    # with the session: answer "sign in again" rather than "bad token". Sign-in itself is checked.
-    if current_user.is_authenticated or request.endpoint == "dashboard.login_post":
+def _guard() -> Any:
+    """Sessions end `CLIPMOD_SESSION_HOURS` after sign-in, however busy (the cookie's own expiry
+    slides with every response); signed-in state changes need a CSRF token.
+
+    Signed out, a POST can change nothing (`login_required` refuses it) and its token died with
+    the session: it is told to sign in again rather than "bad token". Sign-in itself is checked.
+    """
+    if current_user.is_authenticated:
+        started = session.get(SIGNED_IN_AT, 0.0)
+        if time.time() - started > current_app.permanent_session_lifetime.total_seconds():
+            logout_user()
+            session.clear()
+            return _unauthorized()
         csrf.protect()
+    elif request.endpoint == "dashboard.login_post":
+        csrf.protect()
+    return None
 
 
 @bp.after_request

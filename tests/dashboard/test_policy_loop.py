@@ -53,7 +53,16 @@ def test_keyboard_only_queue_then_policy_suggest(
     page.keyboard.type(live.PASSWORD)
     press(page, "Enter")
     expect(page.locator("#waiting-count")).to_have_text(str(QUEUE))
+    page.keyboard.press("?")
+    expect(page.locator("dialog#help")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("dialog#help")).to_be_hidden()
     press(page, "Enter")  # open the oldest item
+    oldest = page.url
+    press(page, "j")
+    assert page.url != oldest and "/items/" in page.url
+    press(page, "k")
+    assert page.url == oldest
     started = time.monotonic()
     seen = []
     for _ in range(QUEUE):

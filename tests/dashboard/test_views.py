@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import stat
+import time
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -234,3 +235,22 @@ def test_audit_log_is_for_admins_and_exports_csv(
     assert body.startswith("id,at,actor,action") and "alice@example.com,login" in body
     assert "root@example.com" not in body
     assert client.get("/dashboard/audit?since=yesterday").status_code == 422
+
+
+def test_an_expired_session_sends_you_to_sign_in_again(
+    settings: Settings, alice: User, make_item: MakeItem, sessions: sessionmaker[Session]
+) -> None:
+    item = make_item()
+    app = create_app(make_settings(settings.data_dir, session_hours="0.0003"))  # ~1 s
+    client = app.test_client()
+    token = sign_in(client, alice.email)
+    assert client.get("/dashboard/").status_code == 200  # each response renews the cookie...
+    time.sleep(1.2)  # ...but the session still ends on time
+    resp = client.post(
+        f"/dashboard/items/{item}/decide", data={"action": "allow", "csrf_token": token}
+    )
+    assert resp.status_code == 302 and "/dashboard/login" in resp.headers["Location"]
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Your session has ended: sign in again." in page
+    assert _count(sessions, Decision) == 0
+    app.extensions["clipmod"].engine.dispose()
