@@ -60,9 +60,10 @@ def register(sub: Any) -> None:
     create.add_argument("--role", choices=("moderator", "admin"), required=True)
     create.add_argument(
         "--tenant",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="NAME",
-        help="a tenant this moderator reviews (repeat for several; admins see every tenant)",
+        help="tenants this moderator reviews (`--tenant a b` or repeated; admins see every tenant)",
     )
     create.set_defaults(func=cmd_users_create)
     listing = cmds.add_parser("list", help="list dashboard users (never their passwords)")

@@ -143,9 +143,8 @@ def test_cli_creates_users_with_a_password_from_stdin(
         "--role",
         "moderator",
         "--tenant",
-        "acme",
-        "--tenant",
         "globex",
+        "acme",
         stdin=PASSWORD + "\n",
     )
     assert done.returncode == 0, done.stderr
