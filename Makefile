@@ -56,7 +56,10 @@ migration: venv ## autogenerate a migration: make migration m="add column x"
 	d=$$(mktemp -d); CLIPMOD_DATA_DIR=$$d $(BIN)/alembic upgrade head && \
 	  CLIPMOD_DATA_DIR=$$d $(BIN)/alembic revision --autogenerate -m "$(m)"
 
+screenshots: venv ## the README's dashboard screenshots (docs/*.png), from a running app with demo data
+	$(BIN)/python -m tests.dashboard.screenshots docs
+
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration clean
+.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration screenshots clean

@@ -8,7 +8,7 @@ from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.formparser import FormDataParser
 
-from api import health, items, policies
+from api import dashboard, health, items, policies
 from api.errors import register_error_handlers
 from api.services import KEY, Services
 from api.validation import loads_strict
@@ -106,6 +106,11 @@ def add_blueprints(app: Flask) -> None:
     app.register_blueprint(policies.bp)
 
 
+def add_dashboard(app: Flask, settings: Settings) -> None:
+    """The moderators' browser app under /dashboard (sessions, CSRF, its own error pages)."""
+    dashboard.init_app(app, settings)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_mod.load()
     app = Flask("clipmod")
@@ -114,4 +119,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_services(app, settings)
     register_error_handlers(app)
     add_blueprints(app)
+    add_dashboard(app, settings)
     return app

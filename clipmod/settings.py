@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,17 @@ def _float(
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{name}={raw!r} must be true or false")
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = (_get(env, name) or default).lower()
     if raw not in choices and not (name == "DEVICE" and raw.startswith("cuda:")):
@@ -87,6 +98,16 @@ class Settings:
     sweep_every_s: float = 60.0
     broker_poll_interval_s: float = 0.02
     log_level: str = "info"
+    # The review dashboard (api/dashboard). An empty secret key means "generate one into the
+    # data dir" (clipmod.review.secret); it never appears in a repr or a log line.
+    secret_key: str = field(default="", repr=False)
+    secure_cookies: bool = False
+    session_hours: float = 12.0
+    blur_at: float = 0.5
+    claim_lease_s: float = 300.0
+    login_lock_after: int = 5
+    login_lock_s: float = 900.0
+    bulk_confirm_over: int = 10
 
     def to_env(self) -> dict[str, str]:
         """The `CLIPMOD_*` variables that `load()` turns back into these exact settings.
@@ -134,4 +155,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         sweep_every_s=_float(env, "SWEEP_EVERY_S", d["sweep_every_s"]),
         broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", d["broker_poll_interval_s"]),
         log_level=(_get(env, "LOG_LEVEL") or d["log_level"]).lower(),
+        secret_key=_get(env, "SECRET_KEY") or d["secret_key"],
+        secure_cookies=_bool(env, "SECURE_COOKIES", d["secure_cookies"]),
+        session_hours=_float(env, "SESSION_HOURS", d["session_hours"]),
+        blur_at=_float(env, "BLUR_AT", d["blur_at"]),
+        claim_lease_s=_float(env, "CLAIM_LEASE_S", d["claim_lease_s"]),
+        login_lock_after=_int(env, "LOGIN_LOCK_AFTER", d["login_lock_after"]),
+        login_lock_s=_float(env, "LOGIN_LOCK_S", d["login_lock_s"]),
+        bulk_confirm_over=_int(env, "BULK_CONFIRM_OVER", d["bulk_confirm_over"], minimum=0),
     )

@@ -6,26 +6,34 @@ from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
 from clipmod.models.policies import (
     ActivationMode,
     Decision,
+    DecisionAction,
     PolicyActivation,
     PolicyVersion,
     ShadowVerdict,
 )
+from clipmod.models.review import AuditEvent, Claim, Role, User, user_tenants
 from clipmod.models.tenancy import ApiKey, Tenant
 
 __all__ = [
     "Action",
     "ActivationMode",
     "ApiKey",
+    "AuditEvent",
     "Base",
+    "Claim",
     "Decision",
+    "DecisionAction",
     "Item",
     "ItemEmbedding",
     "ItemStatus",
     "PolicyActivation",
     "PolicyVersion",
+    "Role",
     "ShadowVerdict",
     "Tenant",
+    "User",
     "Verdict",
     "new_id",
+    "user_tenants",
     "utcnow",
 ]

@@ -71,8 +71,29 @@ class ShadowVerdict(Base):
     scored_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
 
 
+class DecisionAction(enum.StrEnum):
+    ALLOW = "allow"
+    REMOVE = "remove"
+    ESCALATE = "escalate"  # not final: the item waits in the admins' queue
+
+
+def _action_from_labels(context: Any) -> str:
+    """Rows written without an action (older tools, label-only imports) read as their labels:
+    any category judged a violation is a removal, otherwise the item was allowed."""
+    labels = context.get_current_parameters().get("labels") or {}
+    return DecisionAction.REMOVE.value if any(labels.values()) else DecisionAction.ALLOW.value
+
+
 class Decision(Base):
-    """A moderator's labels for an item, `{category_id: bool}`: the ground truth for tuning."""
+    """A person's decision on an item, with labels `{category_id: bool}`: the ground truth for
+    tuning (`policy suggest`, backtest precision/recall read `item_id`, `labels`, `decided_at`).
+
+    Decisions are never edited: a later one (an admin's on an escalated item, say) points at the
+    one it replaces through `supersedes_id`, which is unique, so an item's history is one chain
+    and two people cannot both supersede the same decision. The verdict the decision answered
+    is kept (`verdict_id`, `verdict_action`, `policy_version_id`) so disagreement with the
+    policy can be measured later even after the policy changed.
+    """
 
     __tablename__ = "decisions"
 
@@ -81,3 +102,13 @@ class Decision(Base):
     moderator: Mapped[str] = mapped_column(String(128))
     labels: Mapped[dict[str, bool]] = mapped_column(JSON)
     decided_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
+    action: Mapped[DecisionAction] = mapped_column(
+        enum_by_value(DecisionAction), default=_action_from_labels
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    source: Mapped[str] = mapped_column(String(16), default="dashboard")
+    verdict_id: Mapped[int | None] = mapped_column(ForeignKey("verdicts.id"))
+    verdict_action: Mapped[str | None] = mapped_column(String(16))
+    policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"), unique=True)
