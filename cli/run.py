@@ -86,7 +86,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"    KEY=$(cat {key_file})\n"
             f'    curl -s -H "Authorization: Bearer $KEY" -F file=@samples/red-knife.png '
             f"{url}/v1/items\n"
-            f"    clipmod submit --url {url} --wait samples/*.png\n",
+            f"    clipmod submit --url {url} --wait samples/*.png\n"
+            f"  review dashboard: {url}/dashboard "
+            f"(first: clipmod users create EMAIL --role admin)\n",
             flush=True,
         )
         args.threads = 8
