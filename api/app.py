@@ -8,7 +8,7 @@ from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.formparser import FormDataParser
 
-from api import dashboard, health, items, policies
+from api import dashboard, decisions, health, items, policies
 from api.errors import register_error_handlers
 from api.services import KEY, Services
 from api.validation import loads_strict
@@ -104,6 +104,7 @@ def add_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(items.bp)
     app.register_blueprint(policies.bp)
+    app.register_blueprint(decisions.bp)
 
 
 def add_dashboard(app: Flask, settings: Settings) -> None:

@@ -103,3 +103,10 @@ def release(session: Session, item_id: str, user: User) -> None:
         .where(Claim.item_id == item_id, Claim.user_id == user.id)
         .execution_options(synchronize_session=False)
     )
+
+
+def release_any(session: Session, item_id: str) -> None:
+    """Drop whoever's claim: the item was decided from outside the dashboard (the platform)."""
+    session.execute(
+        delete(Claim).where(Claim.item_id == item_id).execution_options(synchronize_session=False)
+    )

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clipmod.errors import ClipmodError, InvalidInput
-from clipmod.models import Decision, DecisionAction, User, Verdict, utcnow
+from clipmod.models import Decision, DecisionAction, Item, User, Verdict, utcnow
 from clipmod.review import audit, claims
 from clipmod.review.access import visible_item
 from clipmod.review.queue import current_decisions
@@ -230,3 +230,57 @@ def tokens(session: Session, item_ids: Sequence[str]) -> dict[str, str]:
         ).all()
     )
     return {i: f"{verdicts.get(i, 0)}.{decided.get(i, 0)}" for i in item_ids}
+
+
+def record_platform_decision(
+    session: Session, item: Item, request: DecisionRequest, *, tenant: str, moderator: str
+) -> Decision:
+    """A decision the platform's own moderators made, sent over the API.
+
+    The platform owns its content, so its decision is final: it supersedes whatever decision
+    the item had (a dashboard one included) rather than being refused like a second moderator.
+    It is stored like any other decision (the verdict it answered, labels that follow from the
+    action unless given), so `policy suggest` and backtests learn from it too.
+    """
+    verdict = item.verdict
+    if verdict is None:
+        raise Conflict("this item has no verdict yet: it cannot be decided", code="not_scored")
+    reason = (request.reason or "").strip() or None
+    if reason and len(reason) > MAX_REASON_CHARS:
+        raise InvalidInput(f"reason: at most {MAX_REASON_CHARS} characters", code="invalid_reason")
+    previous = current(session, item.id)
+    decision = Decision(
+        item_id=item.id,
+        moderator=f"api:{tenant}:{moderator}",
+        labels=_labels(verdict, request.labels, request.action),
+        action=request.action,
+        reason=reason,
+        source="api",
+        decided_at=utcnow(),
+        verdict_id=verdict.id,
+        verdict_action=verdict.action.value,
+        policy_version_id=verdict.policy_version_id,
+        supersedes_id=previous.id if previous else None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(decision)
+    except IntegrityError:
+        raise Conflict("another decision was recorded at the same moment; retry") from None
+    claims.release_any(session, item.id)
+    audit.record(
+        session,
+        "decide",
+        actor=decision.moderator,
+        item=item,
+        detail={
+            "action": request.action.value,
+            "labels": decision.labels,
+            "reason": reason,
+            "decision_id": decision.id,
+            "supersedes": decision.supersedes_id,
+            "verdict": verdict.action.value,
+            "source": "api",
+        },
+    )
+    return decision
