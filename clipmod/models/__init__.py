@@ -1,8 +1,16 @@
 """Typed SQLAlchemy 2.0 tables, split by domain; import from here."""
 
 from clipmod.actions import Action
-from clipmod.models.base import Base, new_id, utcnow
+from clipmod.models.base import Base, as_utc, new_id, utcnow
 from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
+from clipmod.models.platform import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    SecretPurpose,
+    SeenSignature,
+    SigningSecret,
+)
 from clipmod.models.policies import (
     ActivationMode,
     Decision,
@@ -18,14 +26,21 @@ __all__ = [
     "ApiKey",
     "Base",
     "Decision",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryStatus",
     "Item",
     "ItemEmbedding",
     "ItemStatus",
     "PolicyActivation",
     "PolicyVersion",
+    "SecretPurpose",
+    "SeenSignature",
     "ShadowVerdict",
+    "SigningSecret",
     "Tenant",
     "Verdict",
+    "as_utc",
     "new_id",
     "utcnow",
 ]
