@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod import secretbox, tenants
@@ -13,8 +14,10 @@ from clipmod.db import transaction
 from clipmod.keys import get_or_create_tenant
 from clipmod.models import SecretPurpose
 from clipmod.settings import Settings
+from clipmod.storage import BlobStore
 from tests.conftest import make_settings
 from tests.platform.servers import ImageHost, Receiver
+from workers.pipeline import Scorer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 # Short everything, so retries, dead letters and timeouts happen within a test.
@@ -88,3 +91,23 @@ def receiver_factory() -> Iterator[type[Receiver]]:
     yield Tracked
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def fast_client(fast_settings: Settings) -> Iterator[FlaskClient]:
+    """The API with the short timeouts and loopback allowlisted (same database as `client`)."""
+    from api import create_app
+
+    app = create_app(fast_settings)
+    yield app.test_client()
+    app.extensions["clipmod"].engine.dispose()
+
+
+@pytest.fixture
+def scorer(
+    fast_settings: Settings, sessions: sessionmaker[Session], runtime, seeded: int
+) -> Iterator[Scorer]:  # type: ignore[no-untyped-def]
+    """The worker's batch pipeline in-process, with the test's fetch allowlist."""
+    s = Scorer(fast_settings, runtime, sessions, BlobStore(fast_settings.blob_dir))
+    yield s
+    s.close()
