@@ -16,6 +16,9 @@ from clipmod.models import SecretPurpose
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from tests.conftest import make_settings
+
+# The production configuration's fixtures (PostgreSQL + Redis), shared with tests/e2e.
+from tests.e2e.conftest import postgres_url, production_settings  # noqa: F401
 from tests.platform.servers import ImageHost, Receiver
 from workers.pipeline import Scorer
 
