@@ -235,3 +235,15 @@ def test_a_callback_url_inside_is_refused(fast_client: FlaskClient, api_key: str
     for url in ("http://169.254.169.254/", "http://10.0.0.1/hook", "ftp://example.com/"):
         resp = fast_client.put("/v1/tenant/callback", json={"url": url}, headers=auth(api_key))
         assert (resp.status_code, resp.get_json()["error"]["code"]) == (422, "url_forbidden")
+
+
+def test_the_delivery_worker_does_not_load_torch() -> None:
+    """It must start fast and stay small: callbacks need no model."""
+    import subprocess
+    import sys
+
+    code = "import sys, workers.delivery, cli.run; print('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
