@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from clipmod.errors import ClipmodError
 
@@ -37,6 +37,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 MAX_URL_CHARS = 2048
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 # Ranges `is_global` lets through that can still reach inside: NAT64 prefixes embed an IPv4
 # address that a NAT64 gateway will connect to on our behalf.
@@ -79,9 +80,11 @@ def parse_url(url: str) -> Target:
         raise UrlError("URLs with credentials are refused")
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise UrlError("URL contains whitespace or control characters", code="invalid_url")
-    path = parts.path or "/"
+    # The request line is ASCII: non-ASCII is percent-encoded as a browser would (existing
+    # escapes are kept), so `/é.png` is fetched rather than crashing the encoder.
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
     default = 443 if parts.scheme == "https" else 80
     return Target(parts.scheme, parts.hostname, port or default, path)
 
@@ -262,7 +265,7 @@ def request(
             raise UrlError(f"{target.origin}: the total time limit passed", code="url_timeout")
     except UrlError:
         raise
-    except (TimeoutError, http.client.HTTPException, OSError) as exc:
+    except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise UrlError(f"{target.origin}: timed out", code="url_timeout") from None
         raise UrlError(

@@ -60,6 +60,10 @@ def fetch_one(
         log.info("item %s: url refused: %s", w.id, exc.code)
         w.error = exc
         return
+    except Exception as exc:  # a hostile server is the item's problem, never its batch's
+        log.exception("item %s: fetching its url failed unexpectedly", w.id)
+        w.error = ClipmodError(f"fetch failed ({type(exc).__name__})", code="url_unreachable")
+        return
     digest = blobs.put(fetched.data)
     with transaction(sessions) as session:
         session.execute(

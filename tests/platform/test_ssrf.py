@@ -206,3 +206,9 @@ def test_nothing_listening_is_unreachable() -> None:
 
     error = refused(f"http://127.0.0.1:{free_port()}/image", allow="127.0.0.1/32")
     assert error.code == "url_unreachable"
+
+
+def test_non_ascii_in_the_path_and_query_is_percent_encoded(image_host: ImageHost) -> None:
+    fetched = fetch_image(f"{image_host.url}/image?name=café%20ok", rules("127.0.0.1/32"))
+    assert fetched.data and image_host.hits == ["/image?name=caf%C3%A9%20ok"]
+    assert refused(f"{image_host.url}/imagé", allow="127.0.0.1/32").code == "url_http_error"
