@@ -8,7 +8,19 @@ from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.formparser import FormDataParser
 
-from api import dashboard, decisions, health, items, policies
+from api import (
+    admin,
+    dashboard,
+    decisions,
+    deliveries,
+    health,
+    items,
+    limits,
+    openapi,
+    policies,
+    tenant,
+    webhooks,
+)
 from api.errors import register_error_handlers
 from api.services import KEY, Services
 from api.validation import loads_strict
@@ -105,6 +117,11 @@ def add_blueprints(app: Flask) -> None:
     app.register_blueprint(items.bp)
     app.register_blueprint(policies.bp)
     app.register_blueprint(decisions.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(deliveries.bp)
+    app.register_blueprint(tenant.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(openapi.bp)
 
 
 def add_dashboard(app: Flask, settings: Settings) -> None:
@@ -118,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_limits(app, settings)
     configure_parsing(app)
     configure_services(app, settings)
+    limits.configure(app, settings)
     register_error_handlers(app)
     add_blueprints(app)
     add_dashboard(app, settings)

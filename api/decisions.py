@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.auth import authenticate_request
+from api.auth import authenticate_request, requires
 from api.services import services
 from api.validation import check_fields, validate
 from clipmod.db import transaction
-from clipmod.errors import InvalidInput, NotFound
-from clipmod.models import Decision, DecisionAction, Item
+from clipmod.errors import ClipmodError, InvalidInput, NotFound
+from clipmod.models import Decision, DecisionAction, Item, ItemStatus
 from clipmod.review import decisions
 
 bp = Blueprint("decisions", __name__, url_prefix="/v1")
@@ -62,10 +62,13 @@ def _own_item(session: Session, item_id: str) -> Item:
     item = session.scalar(select(Item).where(Item.id == item_id, Item.tenant_id == g.tenant.id))
     if item is None:
         raise NotFound(f"no item {item_id!r}", code="item_not_found")
+    if item.status == ItemStatus.DELETED:
+        raise ClipmodError(f"item {item_id!r} was deleted", code="item_deleted", status=410)
     return item
 
 
 @bp.post("/items/<item_id>/decisions")
+@requires("items:write")
 def record_decision(item_id: str) -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -85,6 +88,7 @@ def record_decision(item_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/items/<item_id>/decisions")
+@requires("items:read")
 def list_decisions(item_id: str) -> Response:
     with services().sessions() as session:
         item = _own_item(session, item_id)

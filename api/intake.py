@@ -24,12 +24,12 @@ from api.validation import (
     parse_json,
     validate,
 )
-from clipmod import images
+from clipmod import images, netguard
 from clipmod.errors import InvalidInput, PayloadTooLarge
 from clipmod.settings import Settings
 
 MAX_METADATA_BYTES = 16 * 1024
-_FORM_FIELDS = ("text", "external_id", "metadata")
+_FORM_FIELDS = ("text", "external_id", "metadata", "image_url")
 
 
 class UploadFields(BaseModel):
@@ -39,6 +39,7 @@ class UploadFields(BaseModel):
     external_id: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None
     image_base64: str | None = None
+    image_url: str | None = Field(default=None, min_length=1, max_length=netguard.MAX_URL_CHARS)
 
     @field_validator("metadata")
     @classmethod
@@ -55,6 +56,7 @@ class Upload:
     metadata: dict[str, Any] | None
     image: bytes | None
     image_info: images.ImageInfo | None
+    image_url: str | None = None
 
     @cached_property
     def image_sha256(self) -> str | None:
@@ -63,7 +65,10 @@ class Upload:
 
     @cached_property
     def content_hash(self) -> str:
-        return content_hash(self.text, self.image_sha256, self.metadata)
+        # A URL item hashes its URL where an upload hashes its bytes ("url:" cannot collide
+        # with a hex digest): the same request again is a replay, another URL a conflict.
+        image = self.image_sha256 or (f"url:{self.image_url}" if self.image_url else None)
+        return content_hash(self.text, image, self.metadata)
 
 
 def _fields(data: dict[str, Any]) -> UploadFields:
@@ -93,7 +98,9 @@ def _from_multipart(request: Request) -> tuple[UploadFields, bytes | None]:
     for name in [*_FORM_FIELDS, "file"]:
         if len(form.getlist(name)) + len(files.getlist(name)) > 1:
             raise InvalidInput(f"{name}: sent more than once; send at most one")
-    data: dict[str, Any] = {k: v for k, v in form.items() if k in ("text", "external_id")}
+    data: dict[str, Any] = {
+        k: v for k, v in form.items() if k in ("text", "external_id", "image_url")
+    }
     if "metadata" in form:
         data["metadata"] = parse_json(form["metadata"], "metadata")
     fields = _fields(data)
@@ -144,10 +151,15 @@ def parse_upload(request: Request, settings: Settings) -> Upload:
             f"image is {len(image)} bytes; the limit is {settings.max_upload_bytes}",
             code="image_too_large",
         )
-    if text is None and image is None:
+    url = fields.image_url
+    if url is not None:
+        if image is not None:
+            raise InvalidInput("image_url: send an image or an image_url, not both")
+        netguard.parse_url(url)  # syntax and scheme now; addresses when a worker fetches it
+    if text is None and image is None and url is None:
         raise InvalidInput(
-            "nothing to score: send a `file`/`image_base64` and/or a non-empty `text`",
+            "nothing to score: send a `file`/`image_base64`/`image_url` and/or a non-empty `text`",
             code="nothing_to_score",
         )
     info = images.inspect(image, images.ImageLimits.from_settings(settings)) if image else None
-    return Upload(text, fields.external_id, fields.metadata, image, info)
+    return Upload(text, fields.external_id, fields.metadata, image, info, url)

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-from datetime import datetime
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from api.auth import authenticate_request
+from api import limits
+from api.auth import authenticate_request, requires
 from api.intake import Upload, parse_upload
+from api.params import decode_cursor, encode_cursor, page_limit
 from api.serialize import item_json
 from api.services import services
+from clipmod import retention
 from clipmod.errors import ClipmodError, InvalidInput, NotFound
-from clipmod.models import Action, Item, ItemStatus, Verdict
+from clipmod.models import Action, Item, ItemStatus, Tenant, Verdict
 from clipmod.queue import enqueue_after_commit, enqueue_scoring
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("items", __name__, url_prefix="/v1")
 bp.before_request(authenticate_request)
-
-MAX_PAGE = 100
 
 
 def _existing(session: Session, tenant_id: int, external_id: str | None) -> Item | None:
@@ -47,6 +45,13 @@ def _replay(item: Item, upload: Upload) -> tuple[Response, int]:
     scored, so it is a 409. Items stored before content hashes existed (NULL) cannot be compared
     and are answered as a replay, as they always were.
     """
+    if item.status == ItemStatus.DELETED:
+        raise ClipmodError(
+            f"external_id {item.external_id!r} named item {item.id}, which was deleted; use a "
+            "new external_id",
+            code="item_deleted",
+            status=409,
+        )
     if item.content_hash is not None and item.content_hash != upload.content_hash:
         raise ClipmodError(
             f"external_id {item.external_id!r} already names item {item.id} with different "
@@ -60,10 +65,16 @@ def _replay(item: Item, upload: Upload) -> tuple[Response, int]:
 
 
 @bp.post("/items")
+@requires("items:write")
 def create_item() -> tuple[Response, int]:
+    limits.check_intake()
+    return accept(g.tenant, parse_upload(request, services().settings))
+
+
+def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
+    """Store an upload and queue it, or answer the item it repeats: the one intake path that
+    `POST /v1/items` and the signed webhook share."""
     svc = services()
-    tenant = g.tenant
-    upload: Upload = parse_upload(request, svc.settings)
     with svc.sessions() as session:
         found = _existing(session, tenant.id, upload.external_id)
         if found is not None:
@@ -76,6 +87,7 @@ def create_item() -> tuple[Response, int]:
         meta=upload.metadata,
         content_hash=upload.content_hash,
         image_sha256=upload.image_sha256,
+        image_url=upload.image_url,
         image_format=info.format if info else None,
         image_width=info.width if info else None,
         image_height=info.height if info else None,
@@ -97,6 +109,8 @@ def create_item() -> tuple[Response, int]:
             if found is None:
                 raise
             return _replay(found, upload)
+    if upload.image is not None:
+        svc.blobs.put(upload.image)  # a concurrent delete may have taken it: see BlobStore
     body = {
         "id": item.id,
         "external_id": item.external_id,
@@ -106,7 +120,12 @@ def create_item() -> tuple[Response, int]:
     return jsonify(body), 202
 
 
+def _gone(item_id: str) -> ClipmodError:
+    return ClipmodError(f"item {item_id!r} was deleted", code="item_deleted", status=410)
+
+
 @bp.get("/items/<item_id>")
+@requires("items:read")
 def get_item(item_id: str) -> Response:
     with services().sessions() as session:
         item = session.scalar(
@@ -116,21 +135,22 @@ def get_item(item_id: str) -> Response:
         )
         if item is None:
             raise NotFound(f"no item {item_id!r}", code="item_not_found")
-        return jsonify(item_json(item))
+        if item.status == ItemStatus.DELETED:
+            raise _gone(item_id)
+        return jsonify(item_json(item, owner=True))
 
 
-def _encode_cursor(item: Item) -> str:
-    raw = json.dumps([item.created_at.isoformat(), item.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, item_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), str(item_id)
-    except (ValueError, TypeError):
-        raise InvalidInput("cursor: not a cursor this API issued", code="invalid_cursor") from None
+@bp.delete("/items/<item_id>")
+@requires("items:delete")
+def delete_item(item_id: str) -> Response:
+    """204 once; then `410 item_deleted`, like every other request for a deleted item."""
+    svc = services()
+    outcome = retention.delete_item(svc.sessions, svc.blobs, item_id, tenant_id=g.tenant.id)
+    if outcome == retention.Outcome.NOT_FOUND:
+        raise NotFound(f"no item {item_id!r}", code="item_not_found")
+    if outcome == retention.Outcome.ALREADY_DELETED:
+        raise _gone(item_id)
+    return Response(status=204)
 
 
 def _choice(name: str, allowed: list[str]) -> str | None:
@@ -141,17 +161,15 @@ def _choice(name: str, allowed: list[str]) -> str | None:
 
 
 @bp.get("/items")
+@requires("items:read")
 def list_items() -> Response:
-    status = _choice("status", [s.value for s in ItemStatus])
+    status = _choice("status", [s.value for s in ItemStatus if s != ItemStatus.DELETED])
     action = _choice("action", [a.value for a in Action])
-    try:
-        limit = min(max(int(request.args.get("limit", 50)), 1), MAX_PAGE)
-    except ValueError:
-        raise InvalidInput("limit: must be an integer") from None
+    limit = page_limit()
     query = (
         select(Item)
         .options(selectinload(Item.verdict).selectinload(Verdict.policy_version))
-        .where(Item.tenant_id == g.tenant.id)
+        .where(Item.tenant_id == g.tenant.id, Item.status != ItemStatus.DELETED)
         .order_by(Item.created_at.desc(), Item.id.desc())
         .limit(limit + 1)
     )
@@ -162,7 +180,7 @@ def list_items() -> Response:
             Verdict.action == Action(action)
         )
     if cursor := request.args.get("cursor"):
-        created, last_id = _decode_cursor(cursor)
+        created, last_id = decode_cursor(cursor)
         query = query.where(
             or_(Item.created_at < created, and_(Item.created_at == created, Item.id < last_id))
         )
@@ -172,6 +190,8 @@ def list_items() -> Response:
         return jsonify(
             {
                 "items": [item_json(i) for i in page],
-                "next_cursor": _encode_cursor(page[-1]) if more and page else None,
+                "next_cursor": (
+                    encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+                ),
             }
         )

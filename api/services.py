@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from celery import Celery
 from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from clipmod import secretbox
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 
@@ -22,7 +24,19 @@ class Services:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     celery: Celery
+    box: secretbox.SecretBox | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def services() -> Services:
     return current_app.extensions[KEY]  # type: ignore[no-any-return]
+
+
+def secret_box() -> secretbox.SecretBox:
+    """Loaded on first use: on the embedded default that may create the key file, which an
+    API that never handles a signing secret has no reason to do."""
+    svc = services()
+    with svc.lock:
+        if svc.box is None:
+            svc.box = secretbox.load(svc.settings)
+        return svc.box

@@ -33,11 +33,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers import service
-
     settings = load_settings()
     setup_logging(settings.log_level)
-    service.run(settings, health_port=args.health_port, loglevel=settings.log_level.upper())
+    level = settings.log_level.upper()
+    if args.role == "deliver":
+        from workers import delivery
+
+        delivery.run(settings, health_port=args.health_port, loglevel=level)
+    else:
+        from workers import service
+
+        service.run(settings, health_port=args.health_port, loglevel=level)
     return 0
 
 
@@ -54,7 +60,8 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Migrations, a worker subprocess, then the API in this process, on the embedded default."""
+    """Migrations, a scoring worker and a delivery worker (subprocesses), then the API in this
+    process, on the embedded default."""
     from clipmod import migrate
     from clipmod.queue import make_celery, prepare_broker
 
@@ -63,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     migrate.upgrade(settings)
     prepare_broker(make_celery(settings))
     worker = WorkerProcess.start(settings_env(settings))
+    deliverer = WorkerProcess.start(settings_env(settings), role="deliver")
 
     def _stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # unwind through `finally`, which stops the worker
@@ -71,6 +79,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         print("starting the worker (loading the model)…", file=sys.stderr, flush=True)
         try:
+            deliverer.wait_ready(args.ready_timeout)
             worker.wait_ready(args.ready_timeout)
         except WorkerFailed as exc:
             raise SystemExit(f"clipmod: {exc}") from None
@@ -95,6 +104,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return cmd_serve(args)
     finally:
         worker.stop()
+        deliverer.stop()
 
 
 def register(sub: Any) -> None:
@@ -107,9 +117,16 @@ def register(sub: Any) -> None:
     serve.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
     serve.set_defaults(func=cmd_serve)
 
-    worker = sub.add_parser("worker", help="run a scoring worker")
+    worker = sub.add_parser("worker", help="run a scoring (or callback delivery) worker")
     worker.add_argument(
         "--health-port", type=int, default=None, help="serve /healthz and /readyz on this port"
+    )
+    worker.add_argument(
+        "--role",
+        choices=("score", "deliver"),
+        default="score",
+        help="score: the model and the scoring queue (default); deliver: signed callbacks "
+        "and the retention purge, no model",
     )
     worker.set_defaults(func=cmd_worker)
 

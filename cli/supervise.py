@@ -52,13 +52,18 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, env: Mapping[str, str], *, log: Path | None = None, health_port: int | None = None
+        cls,
+        env: Mapping[str, str],
+        *,
+        log: Path | None = None,
+        health_port: int | None = None,
+        role: str = "score",
     ) -> WorkerProcess:
-        """Start `clipmod worker`; its output goes to `log` (or is inherited when None)."""
+        """Start `clipmod worker --role ROLE`; output goes to `log` (or is inherited when None)."""
         port = health_port or free_port()
         fh = log.open("wb") if log is not None else None
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", "--health-port", str(port)],
+            [sys.executable, "-m", "cli", "worker", "--health-port", str(port), "--role", role],
             env=dict(env),
             stdout=fh,
             stderr=subprocess.STDOUT if fh else None,

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 SCORE_TASK = "clipmod.score_item"
 SCORE_QUEUE = "clipmod.score"
+# Callbacks have their own queue and their own workers (`clipmod worker --role deliver`), so a
+# slow receiver never holds up scoring.
+DELIVER_TASK = "clipmod.deliver"
+DELIVER_QUEUE = "clipmod.deliver"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -32,7 +36,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_default_queue=SCORE_QUEUE,
-        task_routes={SCORE_TASK: {"queue": SCORE_QUEUE}},
+        task_routes={
+            SCORE_TASK: {"queue": SCORE_QUEUE},
+            DELIVER_TASK: {"queue": DELIVER_QUEUE},
+        },
         # The batch task needs a full batch in hand plus the next one gathering behind it.
         worker_prefetch_multiplier=max(2 * settings.batch_size, 4),
         worker_hijack_root_logger=False,
@@ -120,3 +127,16 @@ def _send_pending(session: Session) -> None:
 
 def _drop_pending(session: Session, _previous: object) -> None:
     session.info[_PENDING] = []
+
+
+def send_deliveries(app: Celery, claimed: list[tuple[str, str]]) -> None:
+    """Queue claimed callbacks for the delivery workers. A failed send is only logged: the
+    rows keep their lease, and the next dispatch after it runs out sends them again."""
+    try:
+        with app.producer_or_acquire() as producer:
+            for delivery_id, token in claimed:
+                app.send_task(
+                    DELIVER_TASK, args=[delivery_id, token], queue=DELIVER_QUEUE, producer=producer
+                )
+    except Exception:
+        log.exception("could not queue %d deliveries; retried after their lease", len(claimed))

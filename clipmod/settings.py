@@ -108,6 +108,24 @@ class Settings:
     login_lock_after: int = 5
     login_lock_s: float = 900.0
     bulk_confirm_over: int = 10
+    # Platform integration (README "Platform integration"). Empty `encryption_key`: a key file
+    # generated in the data dir on first use (`clipmod.secretbox`).
+    encryption_key: str = field(default="", repr=False)
+    webhook_tolerance_s: float = 300.0
+    fetch_allow: str = ""
+    fetch_connect_timeout_s: float = 5.0
+    fetch_read_timeout_s: float = 10.0
+    fetch_total_timeout_s: float = 20.0
+    delivery_timeout_s: float = 10.0
+    delivery_backoff_s: float = 30.0
+    delivery_backoff_max_s: float = 3600.0
+    delivery_retry_for_s: float = 86400.0
+    delivery_poll_s: float = 1.0
+    delivery_concurrency: int = 4
+    retention_days: int = 0
+    retention_every_s: float = 3600.0
+    rate_limit: str = "600/minute"
+    rate_limit_storage_url: str = ""
 
     def to_env(self) -> dict[str, str]:
         """The `CLIPMOD_*` variables that `load()` turns back into these exact settings.
@@ -124,6 +142,16 @@ class Settings:
     @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+")
+
+    @property
+    def limiter_storage_url(self) -> str:
+        """Where rate-limit counters live: shared by every API replica, so in Redis when the
+        broker is Redis; the embedded default runs one API process, so memory is enough."""
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return "memory://"
 
 
 # One place for every default: the dataclass. `load` reads them from here.
@@ -163,4 +191,22 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         login_lock_after=_int(env, "LOGIN_LOCK_AFTER", d["login_lock_after"]),
         login_lock_s=_float(env, "LOGIN_LOCK_S", d["login_lock_s"]),
         bulk_confirm_over=_int(env, "BULK_CONFIRM_OVER", d["bulk_confirm_over"], minimum=0),
+        encryption_key=_get(env, "ENCRYPTION_KEY") or d["encryption_key"],
+        webhook_tolerance_s=_float(env, "WEBHOOK_TOLERANCE_S", d["webhook_tolerance_s"]),
+        fetch_allow=_get(env, "FETCH_ALLOW") or d["fetch_allow"],
+        fetch_connect_timeout_s=_float(
+            env, "FETCH_CONNECT_TIMEOUT_S", d["fetch_connect_timeout_s"]
+        ),
+        fetch_read_timeout_s=_float(env, "FETCH_READ_TIMEOUT_S", d["fetch_read_timeout_s"]),
+        fetch_total_timeout_s=_float(env, "FETCH_TOTAL_TIMEOUT_S", d["fetch_total_timeout_s"]),
+        delivery_timeout_s=_float(env, "DELIVERY_TIMEOUT_S", d["delivery_timeout_s"]),
+        delivery_backoff_s=_float(env, "DELIVERY_BACKOFF_S", d["delivery_backoff_s"]),
+        delivery_backoff_max_s=_float(env, "DELIVERY_BACKOFF_MAX_S", d["delivery_backoff_max_s"]),
+        delivery_retry_for_s=_float(env, "DELIVERY_RETRY_FOR_S", d["delivery_retry_for_s"]),
+        delivery_poll_s=_float(env, "DELIVERY_POLL_S", d["delivery_poll_s"]),
+        delivery_concurrency=_int(env, "DELIVERY_CONCURRENCY", d["delivery_concurrency"]),
+        retention_days=_int(env, "RETENTION_DAYS", d["retention_days"], minimum=0),
+        retention_every_s=_float(env, "RETENTION_EVERY_S", d["retention_every_s"]),
+        rate_limit=_get(env, "RATE_LIMIT") or d["rate_limit"],
+        rate_limit_storage_url=_get(env, "RATE_LIMIT_STORAGE_URL") or d["rate_limit_storage_url"],
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -39,3 +41,26 @@ class BlobStore:
 
     def get(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
+
+    def remove_unless(self, digest: str, referenced: Callable[[], bool]) -> bool:
+        """Delete a blob that no item uses; True if it was removed.
+
+        Safe against a concurrent upload of the same bytes, whose `put` finds the file and
+        writes nothing: the blob is first renamed aside, then the references are checked again
+        and the file is put back if one appeared. An upload whose row commits after that second
+        check puts its bytes again after its commit (`api.items`), so no committed row is left
+        pointing at a missing blob.
+        """
+        if referenced():
+            return False
+        path = self.path(digest)
+        aside = path.with_name(f".del-{digest}-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if referenced():
+            os.replace(aside, path)
+            return False
+        aside.unlink()
+        return True

@@ -36,6 +36,7 @@ from clipmod.policy import scoring, versions
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
+from workers import ingest
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Work:
     error: ClipmodError | None = None
     image_emb: np.ndarray | None = None
     text_emb: np.ndarray | None = None
+    image_url: str | None = None
 
     def parts(self) -> list[tuple[str, np.ndarray]]:
         """The embeddings a verdict is decided from, by source (see `scoring.Parts`)."""
@@ -185,6 +187,7 @@ class Scorer:
                         text=item.text,
                         version_id=version_id,
                         shadow_version_id=shadow if shadow != version_id else None,
+                        image_url=item.image_url,
                     )
                 )
                 self.policies.bank(session, version_id)
@@ -218,6 +221,7 @@ class Scorer:
             )
 
     def _prepare(self, work: list[_Work]) -> None:
+        ingest.fetch_urls(work, self.settings, self.blobs, self.sessions)
         list(self._decoder.map(self._decode_one, work))
 
     def _forward(self, work: list[_Work]) -> None:

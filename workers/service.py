@@ -7,13 +7,11 @@ before the first message is taken, and an optional HTTP port answers `/healthz` 
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy.exc import IntegrityError
 
+from clipmod import outbox
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.policy import versions
 from clipmod.queue import SCORE_QUEUE, make_celery, prepare_broker
@@ -21,40 +19,12 @@ from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from workers import sweeper
+from workers.health import State as _State
+from workers.health import serve as _serve_health
 from workers.pipeline import Scorer
 from workers.tasks import register
 
 log = logging.getLogger(__name__)
-
-
-class _State:
-    ready = False
-    detail: dict[str, object] = {"status": "loading"}  # noqa: RUF012 - one instance per process
-
-
-def _serve_health(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body: dict[str, object]
-            if self.path == "/healthz":
-                status, body = 200, {"status": "ok"}
-            elif self.path == "/readyz":
-                status, body = (200 if _State.ready else 503), _State.detail
-            else:
-                status, body = 404, {"error": {"code": "not_found", "message": self.path}}
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="health").start()
-    return server
 
 
 def seed_policy(settings: Settings, sessions: object) -> None:
@@ -73,6 +43,7 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
         _serve_health(health_port)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
+    outbox.install(sessions)  # verdicts owe their callbacks in the same transaction
     seed_policy(settings, sessions)
     runtime = ClipRuntime.load(settings.model, settings.device)
     scorer = Scorer(settings, runtime, sessions, BlobStore(settings.blob_dir))

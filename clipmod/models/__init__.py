@@ -1,8 +1,16 @@
 """Typed SQLAlchemy 2.0 tables, split by domain; import from here."""
 
 from clipmod.actions import Action
-from clipmod.models.base import Base, new_id, utcnow
+from clipmod.models.base import Base, as_utc, new_id, utcnow
 from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
+from clipmod.models.platform import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    SecretPurpose,
+    SeenSignature,
+    SigningSecret,
+)
 from clipmod.models.policies import (
     ActivationMode,
     Decision,
@@ -23,16 +31,23 @@ __all__ = [
     "Claim",
     "Decision",
     "DecisionAction",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryStatus",
     "Item",
     "ItemEmbedding",
     "ItemStatus",
     "PolicyActivation",
     "PolicyVersion",
     "Role",
+    "SecretPurpose",
+    "SeenSignature",
     "ShadowVerdict",
+    "SigningSecret",
     "Tenant",
     "User",
     "Verdict",
+    "as_utc",
     "new_id",
     "user_tenants",
     "utcnow",

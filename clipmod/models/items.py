@@ -21,6 +21,8 @@ class ItemStatus(enum.StrEnum):
     PROCESSING = "processing"
     SCORED = "scored"
     FAILED = "failed"
+    # A tombstone: content, blob and embeddings are gone; the row says the item existed.
+    DELETED = "deleted"
 
 
 class Item(Base):
@@ -33,11 +35,15 @@ class Item(Base):
     status: Mapped[ItemStatus] = mapped_column(
         enum_by_value(ItemStatus), default=ItemStatus.QUEUED, index=True
     )
-    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: deleting an item asks whether any other item still uses the same blob.
+    image_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     image_format: Mapped[str | None] = mapped_column(String(16))
     image_width: Mapped[int | None] = mapped_column(Integer)
     image_height: Mapped[int | None] = mapped_column(Integer)
     text: Mapped[str | None] = mapped_column(Text)
+    # An item may name its image by URL; a worker fetches it (`clipmod.fetch`) into the blob
+    # store and fills `image_sha256` before decoding.
+    image_url: Mapped[str | None] = mapped_column(Text)
     # `metadata` is reserved on declarative classes; the column keeps the API's name.
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     # sha256 of text + image digest + metadata (`api.validation.content_hash`): a reused
@@ -48,6 +54,7 @@ class Item(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp())
 
     verdict: Mapped[Verdict | None] = relationship(back_populates="item", uselist=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clipmod.models.base import Base, Timestamp, utcnow
@@ -21,6 +21,10 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
+    # Where verdicts are POSTed (signed; `clipmod.deliveries`); NULL sends none.
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    # Flask-Limiter notation ("100/minute;2000/hour"); NULL uses CLIPMOD_RATE_LIMIT.
+    rate_limit: Mapped[str | None] = mapped_column(String(128))
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 
@@ -36,6 +40,9 @@ class ApiKey(Base):
     # Admin keys may also edit policies (publish, activate, backtest); platform keys only upload.
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
+    # In the past: refused. In the future: a rotated key's grace period (`keys rotate --grace`).
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    # `clipmod.keys.SCOPES` this key may use; NULL (keys from before scopes) means all of them.
+    scopes: Mapped[list[str] | None] = mapped_column(JSON)
 
     tenant: Mapped[Tenant] = relationship(back_populates="keys")

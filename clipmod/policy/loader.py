@@ -135,6 +135,9 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise PolicyError(
             [Problem(source, return_line, column, "", f"YAML syntax: {exc.problem}")]
         ) from None
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader refuses the text
+        reason = str(getattr(exc, "reason", exc)).splitlines()[0]
+        raise PolicyError([Problem(source, 1, 1, "", f"YAML: {reason}")]) from None
     if not isinstance(data, dict):
         raise PolicyError([Problem(source, 1, 1, "", "a policy must be a YAML mapping")])
     try:

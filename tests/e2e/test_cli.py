@@ -84,7 +84,8 @@ def test_up_then_submit_gives_the_expected_verdicts(settings: Settings, tmp_path
         log.close()
 
 
-def test_up_stops_its_worker_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+def test_up_stops_its_workers_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+    """`up` runs two children, the scoring worker and the delivery worker; SIGTERM stops both."""
     port = free_port()
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
@@ -105,13 +106,16 @@ def test_up_stops_its_worker_on_sigterm(settings: Settings, tmp_path: Path) -> N
         workers = subprocess.run(
             ["pgrep", "-P", str(up.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
-        assert len(workers) == 1
+        assert len(workers) == 2
+        roles = {Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] for pid in workers}
+        assert roles == {b"score", b"deliver"}
         up.terminate()
         up.wait(timeout=30)
         deadline = time.monotonic() + 30
-        while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not Path(f"/proc/{workers[0]}").exists(), "clipmod up left its worker running"
+        left = [w for w in workers if Path(f"/proc/{w}").exists()]
+        assert not left, "clipmod up left a worker running"
     finally:
         if up.poll() is None:
             up.kill()

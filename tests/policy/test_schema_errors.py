@@ -106,3 +106,9 @@ def test_a_file_names_its_path(tmp_path: Path) -> None:
     body = caught.value.to_dict()["error"]
     assert body["code"] == "invalid_policy"
     assert body["problems"][0]["line"] == 8
+
+
+def test_characters_yaml_refuses_to_read_are_a_problem_not_a_crash() -> None:
+    """Found by the OpenAPI contract test: a control character made `POST /v1/policies` 500."""
+    (problem,) = problems("name: t\x11\n")
+    assert problem.startswith("p.yaml:1:1") and "YAML" in problem
