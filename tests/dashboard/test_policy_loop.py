@@ -48,7 +48,10 @@ def test_keyboard_only_queue_then_policy_suggest(
     email = live_stack.user(f"kb@{tenant}.test", tenants=[tenant])
     page = new_page()
     page.goto(f"{live_stack.url}/dashboard/login")
-    page.keyboard.type(email)  # the email field has focus
+    # The email field takes focus by itself (autofocus); wait for that before typing, or a
+    # loaded machine drops the first keystrokes.
+    expect(page.locator("input[name=email]")).to_be_focused()
+    page.keyboard.type(email)
     page.keyboard.press("Tab")
     page.keyboard.type(live.PASSWORD)
     press(page, "Enter")

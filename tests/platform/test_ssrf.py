@@ -10,6 +10,7 @@ import pytest
 
 from clipmod import netguard
 from clipmod.fetch import FetchRules, fetch_image
+from clipmod.images import ImageLimits
 from clipmod.netguard import AddressPolicy, Timeouts, UrlError
 from tests.platform.servers import ImageHost
 
@@ -18,7 +19,8 @@ MAX_BYTES = 1024 * 1024
 
 
 def rules(allow: str = "") -> FetchRules:
-    return FetchRules(AddressPolicy.parse(allow), TIMEOUTS, MAX_BYTES, 40_000_000)
+    limits = ImageLimits(max_pixels=40_000_000, max_side=12_000, max_aspect=20.0)
+    return FetchRules(AddressPolicy.parse(allow), TIMEOUTS, MAX_BYTES, limits)
 
 
 def refused(url: str, allow: str = "", **kwargs) -> UrlError:  # type: ignore[no-untyped-def]
