@@ -8,6 +8,7 @@ idempotent, so a redelivery is harmless.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from celery import Celery
@@ -68,6 +69,26 @@ def prepare_broker(app: Celery) -> None:
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
         conn.default_channel.queue_declare(SCORE_QUEUE, durable=True, auto_delete=False)
+
+
+def broker_backlog(app: Celery, recent_s: float, timeout: float = 2.0) -> int:
+    """Messages the scoring queue holds for workers: waiting, plus (Redis) recently taken.
+
+    A worker takes messages ahead of its batch (prefetch); on Redis they sit in kombu's
+    `unacked` index until acknowledged, stamped with the time they were taken. Those taken
+    within `recent_s` belong to a live worker and are counted; older ones belong to a dead one
+    (kombu hands them back only after the visibility timeout), so the reconciler should see
+    their items as missing. Raises when the broker cannot be reached within `timeout`.
+    """
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout)
+        channel = conn.default_channel
+        declared = channel.queue_declare(SCORE_QUEUE, durable=True, auto_delete=False)
+        count = int(declared.message_count)
+        index = getattr(channel, "unacked_index_key", None)
+        if index is not None and hasattr(channel, "client"):
+            count += int(channel.client.zcount(index, time.time() - recent_s, "+inf"))
+        return count
 
 
 def enqueue_scoring(app: Celery, item_ids: list[str]) -> None:
