@@ -1,18 +1,18 @@
 """Start a worker process: load the model once, then consume the queue.
 
-Readiness is explicit: the model, the database and the policy's prompt embeddings are ready
-before the first message is taken, and an optional HTTP port answers `/healthz` (alive) and
-`/readyz` (503 until all of that is true), after HMA's liveness/readiness split.
+Readiness is live (see `workers.health`): the model is loaded, the database and the broker
+answer, and the active policy was checked recently. Besides the Celery consumer, the process
+runs two small threads: the heartbeat, which renews the leases on the items it is scoring and
+checks for a newly activated policy even while idle, and the reconciler (`workers.sweeper`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.policy import versions
@@ -20,41 +20,11 @@ from clipmod.queue import SCORE_QUEUE, make_celery, prepare_broker
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
-from workers import sweeper
+from workers import health, store, sweeper
 from workers.pipeline import Scorer
 from workers.tasks import register
 
 log = logging.getLogger(__name__)
-
-
-class _State:
-    ready = False
-    detail: dict[str, object] = {"status": "loading"}  # noqa: RUF012 - one instance per process
-
-
-def _serve_health(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body: dict[str, object]
-            if self.path == "/healthz":
-                status, body = 200, {"status": "ok"}
-            elif self.path == "/readyz":
-                status, body = (200 if _State.ready else 503), _State.detail
-            else:
-                status, body = 404, {"error": {"code": "not_found", "message": self.path}}
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="health").start()
-    return server
 
 
 def seed_policy(settings: Settings, sessions: object) -> None:
@@ -68,9 +38,35 @@ def seed_policy(settings: Settings, sessions: object) -> None:
         log.info("another process seeded the policy first")
 
 
+def heartbeat_interval(settings: Settings) -> float:
+    """Often enough to renew a lease twice before it runs out, and to notice a new policy."""
+    return max(0.2, min(settings.lease_s / 3, max(settings.policy_refresh_s, 0.5)))
+
+
+def start_heartbeat(
+    scorer: Scorer, sessions: sessionmaker[Session], settings: Settings
+) -> threading.Event:
+    stop = threading.Event()
+    every = heartbeat_interval(settings)
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                with transaction(sessions) as session:
+                    store.renew(session, scorer.worker_id, settings.lease_s)
+                    scorer.policies.refresh(session)
+            except Exception as exc:
+                log.warning("heartbeat failed (%s)", str(exc).splitlines()[0][:200])
+
+    threading.Thread(target=loop, name="heartbeat", daemon=True).start()
+    return stop
+
+
 def run(settings: Settings, health_port: int | None = None, loglevel: str = "INFO") -> None:
+    every = heartbeat_interval(settings)
+    state = health.WorkerState(policy_stale_s=max(10.0, 5 * every, 3 * settings.policy_refresh_s))
     if health_port:
-        _serve_health(health_port)
+        health.serve(state, health_port, settings.health_host)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     seed_policy(settings, sessions)
@@ -80,15 +76,21 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
         active = versions.resolve(session, None)
         if active is not None:
             scorer.policies.bank(session, active.id)  # warm: the first batch pays no text pass
+        scorer.policies.refresh(session)
     app = make_celery(settings)
     prepare_broker(app)
     register(app, settings, lambda: scorer)
+    start_heartbeat(scorer, sessions, settings)
     sweeper.start(sessions, app, settings.stuck_after_s, settings.sweep_every_s)
-    _State.ready = True
-    _State.detail = {"status": "ready", "model": runtime.describe()}
-    log.info("worker ready: %s", runtime.describe())
+    state.engine, state.celery = engine, app
+    state.policy_checked = lambda: scorer.policies.refreshed_at
+    state.model = runtime.describe()
+    state.started = True
+    log.info("worker %s ready: %s", scorer.worker_id, runtime.describe())
+    # `--quiet` (a `celery` option, so before `worker`): no ASCII-art banner in production logs.
     app.worker_main(
         [
+            "--quiet",
             "worker",
             "--pool=threads",
             "--concurrency=1",
