@@ -10,6 +10,8 @@ from werkzeug.formparser import FormDataParser
 
 from api import health, items, policies
 from api.errors import register_error_handlers
+from api.keycache import KeyCache
+from api.observability import configure_observability
 from api.services import KEY, Services
 from api.validation import loads_strict
 from clipmod import settings as settings_mod
@@ -97,6 +99,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
         sessions=make_sessionmaker(engine),
         blobs=BlobStore(settings.blob_dir),
         celery=make_celery(settings),
+        key_cache=KeyCache(settings.key_cache_s),
     )
 
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("clipmod")
     configure_limits(app, settings)
     configure_parsing(app)
+    configure_observability(app)
     configure_services(app, settings)
     register_error_handlers(app)
     add_blueprints(app)

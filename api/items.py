@@ -64,10 +64,8 @@ def create_item() -> tuple[Response, int]:
     svc = services()
     tenant = g.tenant
     upload: Upload = parse_upload(request, svc.settings)
-    with svc.sessions() as session:
-        found = _existing(session, tenant.id, upload.external_id)
-        if found is not None:
-            return _replay(found, upload)
+    # No look-up first: a new item (the common case) costs one INSERT; a repeated
+    # external_id is found when the unique constraint refuses it (below).
     info = upload.image_info
     item = Item(
         tenant_id=tenant.id,
@@ -91,7 +89,8 @@ def create_item() -> tuple[Response, int]:
                 svc.blobs.put(upload.image)
             enqueue_after_commit(session, svc.celery, [item.id])
     except IntegrityError:
-        # A concurrent request with the same external_id won the insert.
+        # The external_id is taken: a retry of the same request (a replay), a concurrent
+        # request that won the insert, or new content under an old id (a conflict).
         with svc.sessions() as session:
             found = _existing(session, tenant.id, upload.external_id)
             if found is None:

@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.keycache import KeyCache
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 
@@ -22,6 +23,7 @@ class Services:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     celery: Celery
+    key_cache: KeyCache
 
 
 def services() -> Services:

@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import serve
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     print(f"clipmod API on http://{args.host}:{args.port}", flush=True)
     serve(app, settings, host=args.host, port=args.port, threads=args.threads)
@@ -36,7 +36,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers import service
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     service.run(settings, health_port=args.health_port, loglevel=settings.log_level.upper())
     return 0
 
