@@ -1,0 +1,230 @@
+"""Faults mid-load through real processes: every accepted item ends scored exactly once.
+
+Each test runs `clipmod serve` and `clipmod worker` as processes against a real broker and a
+real database, drives them with clients that retry 503s and connection errors (same
+external_id), breaks one thing at ~40% of the load, and then asserts:
+
+- every item the clients were told was accepted has exactly one verdict, and the database
+  holds no item the clients do not know of;
+- no client saw an error other than a retryable 503 or a connection error;
+- recovery (all scored) within a stated bound after the fault is repaired.
+
+Short leases and reconcile intervals keep the suite fast (LEASE_S=2, STUCK_AFTER_S=2,
+SWEEP_EVERY_S=0.5); the README gives the defaults' bounds (~20 s).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clipmod import keys, migrate
+from clipmod.db import make_engine, make_sessionmaker, transaction
+from clipmod.models import Item, ItemStatus, Verdict
+from clipmod.settings import Settings
+from tests.conftest import make_settings
+from tests.e2e.conftest import start_worker
+from tests.faults.conftest import PrivateRedis
+from tests.faults.servers import Api, Load, PrivatePostgres, private_postgres
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+FAST = {"lease_s": "2", "stuck_after_s": "2", "sweep_every_s": "0.5", "batch_size": "8"}
+# After the fault is repaired: a lease (2 s) + the grace (2 s) + a reconcile pass, a worker's
+# reconnect backoff (Celery: up to ~2 s) and the scoring itself, with room for a slow CI box.
+RECOVERY_BOUND_S = 30.0
+
+
+def fault_settings(tmp_path: Path, database_url: str, broker_url: str) -> Settings:
+    settings = make_settings(tmp_path, database_url=database_url, broker_url=broker_url, **FAST)
+    migrate.upgrade(settings)
+    return settings
+
+
+def tenant_key(sessions: sessionmaker[Session]) -> str:
+    with transaction(sessions) as session:
+        return keys.create_key(session, "acme")
+
+
+def assert_scored_once(
+    sessions: sessionmaker[Session], load: Load, since: float, what: str
+) -> float:
+    """Wait for every accepted item; returns the seconds from `since` until all were scored."""
+    assert load.errors == [], load.errors[:5]
+    ids = set(load.accepted.values())
+    assert len(load.accepted) == load.n
+    deadline = since + RECOVERY_BOUND_S
+    while True:
+        with sessions() as session:
+            pending = session.scalar(
+                select(func.count(Item.id)).where(
+                    Item.id.in_(ids), Item.status != ItemStatus.SCORED
+                )
+            )
+        if not pending:
+            break
+        assert time.monotonic() < deadline, (
+            f"{what}: {pending} of {len(ids)} accepted items not scored "
+            f"{RECOVERY_BOUND_S:.0f} s after the fault was repaired"
+        )
+        time.sleep(0.1)
+    recovered = time.monotonic() - since
+    with sessions() as session:
+        per_item = dict(
+            session.execute(select(Verdict.item_id, func.count()).group_by(Verdict.item_id)).all()
+        )
+        stored = set(session.scalars(select(Item.id)))
+    assert stored == ids, "the database holds items no client was told about (or lost some)"
+    assert {per_item.get(i, 0) for i in ids} == {1}
+    print(f"\n{what}: all {len(ids)} scored {recovered:.1f} s after repair; retries {load.retried}")
+    return recovered
+
+
+@pytest.fixture
+def db(postgres_url: str) -> Iterator[tuple[str, sessionmaker[Session]]]:
+    engine = make_engine(postgres_url)
+    yield postgres_url, make_sessionmaker(engine)
+    engine.dispose()
+
+
+def test_worker_sigkilled_mid_batch(
+    db: tuple[str, sessionmaker[Session]], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    url, sessions = db
+    settings = fault_settings(tmp_path, url, private_redis.url)
+    api = Api(settings, tmp_path / "api.log")
+    api.start()
+    first = start_worker(settings, tmp_path / "first.log")
+    second = None
+    try:
+        load = Load(api.url, tenant_key(sessions), n=300).start()
+        load.wait_accepted(0.4)
+        first.proc.send_signal(signal.SIGKILL)
+        first.stop()
+        with sessions() as session:
+            held = session.scalar(
+                select(func.count(Item.id)).where(Item.status != ItemStatus.SCORED)
+            )
+        assert held, "nothing was in flight when the worker died: the test proves nothing"
+        second = start_worker(settings, tmp_path / "second.log", settle=0)
+        repaired = time.monotonic()
+        load.join()
+        assert_scored_once(sessions, load, repaired, "worker SIGKILL")
+    finally:
+        if second is not None:
+            second.stop()
+        api.stop()
+
+
+def test_redis_restarted_mid_load(
+    db: tuple[str, sessionmaker[Session]], redis_aof_or_not: PrivateRedis, tmp_path: Path
+) -> None:
+    url, sessions = db
+    redis = redis_aof_or_not
+    settings = fault_settings(tmp_path, url, redis.url)
+    api = Api(settings, tmp_path / "api.log")
+    api.start()
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        load = Load(api.url, tenant_key(sessions), n=300).start()
+        load.wait_accepted(0.4)
+        redis.stop()
+        time.sleep(2)
+        redis.start()
+        repaired = time.monotonic()
+        load.join()
+        assert_scored_once(
+            sessions, load, repaired, f"Redis restart, appendonly={redis.appendonly}"
+        )
+    finally:
+        worker.stop()
+        api.stop()
+
+
+def test_api_sigkilled_mid_load(
+    db: tuple[str, sessionmaker[Session]], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    url, sessions = db
+    settings = fault_settings(tmp_path, url, private_redis.url)
+    api = Api(settings, tmp_path / "api.log")
+    api.start()
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        load = Load(api.url, tenant_key(sessions), n=300).start()
+        load.wait_accepted(0.4)
+        api.kill()
+        time.sleep(0.5)
+        api.start()  # same port: the clients' retries find it again
+        repaired = time.monotonic()
+        load.join()
+        assert load.retried, "no client noticed the API dying: the test proves nothing"
+        assert_scored_once(sessions, load, repaired, "API SIGKILL")
+    finally:
+        worker.stop()
+        api.stop()
+
+
+def test_duplicate_deliveries_are_harmless(
+    db: tuple[str, sessionmaker[Session]], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """Each upload sent by three clients at once (same external_id), plus extra messages."""
+    url, sessions = db
+    settings = fault_settings(tmp_path, url, private_redis.url)
+    api = Api(settings, tmp_path / "api.log")
+    api.start()
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        key = tenant_key(sessions)
+        loads = [Load(api.url, key, n=150, threads=2, pause_s=0).start() for _ in range(3)]
+        for load in loads:
+            load.join()
+        assert loads[0].accepted == loads[1].accepted == loads[2].accepted
+        started = time.monotonic()
+        assert_scored_once(sessions, loads[0], started, "duplicate deliveries")
+        with sessions() as session:
+            attempts = set(session.scalars(select(Item.attempts)))
+        # Nobody scored an item twice, and no innocent batch-mate spent an attempt.
+        assert attempts == {1}
+    finally:
+        worker.stop()
+        api.stop()
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PrivatePostgres]:
+    server = private_postgres()
+    if server is None:
+        pytest.skip("PostgreSQL is not installed (`.ci/services install` installs it)")
+    yield server
+    server.remove()
+
+
+def test_postgres_down_for_10_s_mid_load(
+    own_postgres: PrivatePostgres, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    settings = fault_settings(tmp_path, own_postgres.url, private_redis.url)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    api = Api(settings, tmp_path / "api.log")
+    api.start()
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        load = Load(api.url, tenant_key(sessions), n=300).start()
+        load.wait_accepted(0.4)
+        own_postgres.stop()
+        time.sleep(10)
+        own_postgres.start()
+        repaired = time.monotonic()
+        load.join()
+        assert any(k.startswith("503 database_unavailable") for k in load.retried), load.retried
+        assert_scored_once(sessions, load, repaired, "PostgreSQL down 10 s")
+    finally:
+        worker.stop()
+        api.stop()
+        engine.dispose()
