@@ -92,7 +92,12 @@ def answer_options() -> Response | None:
 
 
 def configure_services(app: Flask, settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
+    # No ping before each checkout (a round trip per request): after a database restart the
+    # first use of a stale connection fails, SQLAlchemy drops the whole pool, and that one
+    # request is a retryable 503 `database_unavailable`.
+    # A pool at least as large as waitress' request threads: overflow connections are closed
+    # on return, so a smaller pool reconnects to the database under load, request after request.
+    engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=16)
     app.extensions[KEY] = Services(
         settings=settings,
         engine=engine,
