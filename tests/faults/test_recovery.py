@@ -21,9 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.supervise import WorkerProcess
 from clipmod import keys, migrate
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.models import Item, ItemStatus, Verdict
@@ -191,9 +194,43 @@ def test_duplicate_deliveries_are_harmless(
             attempts = set(session.scalars(select(Item.attempts)))
         # Nobody scored an item twice, and no innocent batch-mate spent an attempt.
         assert attempts == {1}
+        log = (tmp_path / "worker.log").read_text()
+        assert "Loading weights" not in log and "[queues]" not in log  # no bar, no banner
     finally:
         worker.stop()
         api.stop()
+
+
+def readiness(url: str) -> tuple[int, dict[str, object]]:
+    resp = requests.get(url, timeout=10)
+    return resp.status_code, resp.json()
+
+
+def scrape_metrics(api: Api, worker: WorkerProcess, sessions: sessionmaker[Session]) -> None:
+    """Both `/metrics` answer Prometheus' text format with the numbers the README promises."""
+    with transaction(sessions) as session:
+        admin = keys.create_key(session, "ops", admin=True)
+    assert requests.get(f"{api.url}/metrics", timeout=10).status_code == 401
+    resp = requests.get(
+        f"{api.url}/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+    )
+    assert resp.status_code == 200
+    api_metrics = {f.name: f for f in text_string_to_metric_families(resp.text)}
+    posts = [
+        s.value
+        for s in api_metrics["clipmod_http_requests"].samples
+        if s.labels.get("route") == "/v1/items" and s.labels.get("status") == "202"
+    ]
+    assert sum(posts) > 0
+    assert "clipmod_http_request_seconds" in api_metrics
+    text = requests.get(f"{worker.health_url}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    scored = families["clipmod_items_scored"].samples[0].value
+    assert scored > 0
+    stages = {s.labels["stage"] for s in families["clipmod_batch_stage_seconds"].samples}
+    assert {"claim", "decode", "forward", "write"} <= stages
+    for name in ("clipmod_batch_size", "clipmod_queue_depth", "clipmod_oldest_queued_age_seconds"):
+        assert name in families, name
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +255,21 @@ def test_postgres_down_for_10_s_mid_load(
         load = Load(api.url, tenant_key(sessions), n=300).start()
         load.wait_accepted(0.4)
         own_postgres.stop()
-        time.sleep(10)
+        down = time.monotonic()
+        # Readiness is live on both sides, and tells an unauthenticated caller only what failed.
+        api_ready = readiness(f"{api.url}/readyz")
+        worker_ready = readiness(f"{worker.health_url}/readyz")
+        assert api_ready == (503, {"status": "unavailable", "failing": ["database"]})
+        assert worker_ready[0] == 503 and "database" in worker_ready[1]["failing"]
+        time.sleep(max(0.0, 10 - (time.monotonic() - down)))
         own_postgres.start()
         repaired = time.monotonic()
         load.join()
         assert any(k.startswith("503 database_unavailable") for k in load.retried), load.retried
         assert_scored_once(sessions, load, repaired, "PostgreSQL down 10 s")
+        assert readiness(f"{worker.health_url}/readyz")[0] == 200
+        assert readiness(f"{api.url}/readyz")[0] == 200
+        scrape_metrics(api, worker, sessions)
     finally:
         worker.stop()
         api.stop()
