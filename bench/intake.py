@@ -87,7 +87,8 @@ def serve(port: int) -> None:
         return jsonify({"id": uuid.uuid4().hex, "status": "queued"}), 202
 
     both = DispatcherMiddleware(app, {"/bare": bare})
-    server = create(both, settings, "127.0.0.1", port, threads=8)  # type: ignore[arg-type]
+    threads = int(os.environ.get("BENCH_SERVER_THREADS", "8"))
+    server = create(both, settings, "127.0.0.1", port, threads=threads)  # type: ignore[arg-type]
     print("ready", flush=True)
     server.run()
 

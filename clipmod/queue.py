@@ -102,12 +102,14 @@ def enqueue_scoring(app: Celery, item_ids: list[str]) -> None:
         route = app.amqp.router.route({}, SCORE_TASK)
         with app.producer_or_acquire() as producer:
             for item_id in item_ids:
-                # `send_task` minus its generic routing and argument repr: a third cheaper, and
-                # the same message (Celery's protocol 2) on the same queue.
+                # `send_task` minus its generic routing, argument repr and per-send queue
+                # declaration: the same message (Celery's protocol 2) to the same queue, through
+                # the anonymous exchange, which needs no binding (a Redis that restarted without
+                # AOF has lost them; the list is created by the push itself).
                 message = app.amqp.as_task_v2(
                     uuid(), SCORE_TASK, args=[item_id], argsrepr=f"['{item_id}']", kwargsrepr="{}"
                 )
-                app.amqp.send_task_message(producer, SCORE_TASK, message, **route)
+                app.amqp.send_task_message(producer, SCORE_TASK, message, declare=[], **route)
     except Exception as exc:
         log.exception("enqueue failed for %d items", len(item_ids))
         raise ClipmodError(
