@@ -15,6 +15,7 @@ SWEEP_EVERY_S=0.5); the README gives the defaults' bounds (~20 s).
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from tests.e2e.conftest import start_worker
 from tests.faults.conftest import PrivateRedis
 from tests.faults.servers import Api, Load, PrivatePostgres, private_postgres
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+pytestmark = [pytest.mark.e2e]
 
 FAST = {"lease_s": "2", "stuck_after_s": "2", "sweep_every_s": "0.5", "batch_size": "8"}
 # After the fault is repaired: a lease (2 s) + the grace (2 s) + a reconcile pass, a worker's
@@ -48,6 +49,10 @@ def fault_settings(tmp_path: Path, database_url: str, broker_url: str) -> Settin
     settings = make_settings(tmp_path, database_url=database_url, broker_url=broker_url, **FAST)
     migrate.upgrade(settings)
     return settings
+
+
+def kind(settings: Settings) -> str:
+    return "embedded" if settings.uses_embedded_broker else "PostgreSQL + Redis"
 
 
 def tenant_key(sessions: sessionmaker[Session]) -> str:
@@ -93,6 +98,27 @@ def assert_scored_once(
 def db(postgres_url: str) -> Iterator[tuple[str, sessionmaker[Session]]]:
     engine = make_engine(postgres_url)
     yield postgres_url, make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture(
+    params=["production", "embedded"],
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Settings, sessionmaker[Session], int]]:
+    """(settings, sessions, uploads) on PostgreSQL + a private Redis, or on the embedded default
+    (SQLite + kombu's SQLite broker, ~35 items/s: fewer uploads)."""
+    if request.param == "production":
+        url = request.getfixturevalue("postgres_url")
+        redis = request.getfixturevalue("private_redis")
+        settings, uploads = fault_settings(tmp_path, url, redis.url), 300
+    else:
+        template = request.getfixturevalue("migrated_template")
+        shutil.copy(template, tmp_path / "clipmod.db")
+        settings, uploads = make_settings(tmp_path, **FAST), 100
+    engine = make_engine(settings.database_url)
+    yield settings, make_sessionmaker(engine), uploads
     engine.dispose()
 
 
@@ -151,15 +177,14 @@ def test_redis_restarted_mid_load(
 
 
 def test_api_sigkilled_mid_load(
-    db: tuple[str, sessionmaker[Session]], private_redis: PrivateRedis, tmp_path: Path
+    stack: tuple[Settings, sessionmaker[Session], int], tmp_path: Path
 ) -> None:
-    url, sessions = db
-    settings = fault_settings(tmp_path, url, private_redis.url)
+    settings, sessions, uploads = stack
     api = Api(settings, tmp_path / "api.log")
     api.start()
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
-        load = Load(api.url, tenant_key(sessions), n=300).start()
+        load = Load(api.url, tenant_key(sessions), n=uploads).start()
         load.wait_accepted(0.4)
         api.kill()
         time.sleep(0.5)
@@ -167,29 +192,28 @@ def test_api_sigkilled_mid_load(
         repaired = time.monotonic()
         load.join()
         assert load.retried, "no client noticed the API dying: the test proves nothing"
-        assert_scored_once(sessions, load, repaired, "API SIGKILL")
+        assert_scored_once(sessions, load, repaired, f"API SIGKILL, {kind(settings)}")
     finally:
         worker.stop()
         api.stop()
 
 
 def test_duplicate_deliveries_are_harmless(
-    db: tuple[str, sessionmaker[Session]], private_redis: PrivateRedis, tmp_path: Path
+    stack: tuple[Settings, sessionmaker[Session], int], tmp_path: Path
 ) -> None:
-    """Each upload sent by three clients at once (same external_id), plus extra messages."""
-    url, sessions = db
-    settings = fault_settings(tmp_path, url, private_redis.url)
+    """Each upload sent by three clients at once (same external_id): extra messages."""
+    settings, sessions, uploads = stack
     api = Api(settings, tmp_path / "api.log")
     api.start()
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
         key = tenant_key(sessions)
-        loads = [Load(api.url, key, n=150, threads=2, pause_s=0).start() for _ in range(3)]
+        loads = [Load(api.url, key, n=uploads // 2, threads=2, pause_s=0).start() for _ in range(3)]
         for load in loads:
             load.join()
         assert loads[0].accepted == loads[1].accepted == loads[2].accepted
         started = time.monotonic()
-        assert_scored_once(sessions, loads[0], started, "duplicate deliveries")
+        assert_scored_once(sessions, loads[0], started, f"duplicates, {kind(settings)}")
         with sessions() as session:
             attempts = set(session.scalars(select(Item.attempts)))
         # Nobody scored an item twice, and no innocent batch-mate spent an attempt.
