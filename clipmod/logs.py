@@ -44,5 +44,6 @@ def setup(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # library warnings become log records (JSON too), not raw text
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -89,11 +89,13 @@ def observe_batch(work: Sequence[_Outcome], timer: StageTimer) -> None:
         FAILED.labels(code).inc()
     if log.isEnabledFor(logging.DEBUG):
         total = timer.total
-        stages = " ".join(f"{k}_ms={v * 1000:.1f}" for k, v in timer.seconds.items())
+        fields = {f"{k}_ms": round(v * 1000, 1) for k, v in timer.seconds.items()}
+        fields.update(total_ms=round(total * 1000, 1))
+        rate = len(work) / total if total > 0 else 0.0
         log.debug(
-            "batch size=%d %s total_ms=%.1f img_per_s=%.0f",
+            "batch size=%d %s img_per_s=%.0f",
             len(work),
-            stages,
-            total * 1000,
-            len(work) / total if total > 0 else 0.0,
+            " ".join(f"{k}={v}" for k, v in fields.items()),
+            rate,
+            extra={"size": len(work), **fields, "img_per_s": round(rate, 1)},
         )
