@@ -39,9 +39,12 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## throughput benchmarks (pipeline vs bare forward; policy backtest)
+bench: venv ## benchmarks: pipeline vs bare forward, policy backtest, intake/bare + idle latency
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.backtest
+	.ci/services start
+	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.intake; rc=$$?; \
+	  .ci/services stop; exit $$rc
 
 eval: venv ## evaluate the bundled demo model and policy
 	$(BIN)/clipmod eval

@@ -22,6 +22,8 @@ from api import (
     webhooks,
 )
 from api.errors import register_error_handlers
+from api.keycache import KeyCache
+from api.observability import configure_observability
 from api.services import KEY, Services
 from api.validation import loads_strict
 from clipmod import settings as settings_mod
@@ -102,13 +104,19 @@ def answer_options() -> Response | None:
 
 
 def configure_services(app: Flask, settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
+    # No ping before each checkout (a round trip per request): after a database restart the
+    # first use of a stale connection fails, SQLAlchemy drops the whole pool, and that one
+    # request is a retryable 503 `database_unavailable`.
+    # A pool at least as large as waitress' request threads: overflow connections are closed
+    # on return, so a smaller pool reconnects to the database under load, request after request.
+    engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=16)
     app.extensions[KEY] = Services(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         blobs=BlobStore(settings.blob_dir),
         celery=make_celery(settings),
+        key_cache=KeyCache(settings.key_cache_s),
     )
 
 
@@ -134,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("clipmod")
     configure_limits(app, settings)
     configure_parsing(app)
+    configure_observability(app)
     configure_services(app, settings)
     limits.configure(app, settings)
     register_error_handlers(app)

@@ -1,17 +1,22 @@
 """Liveness and readiness; the only unauthenticated endpoints.
 
-`/healthz` answers while the process lives (restart me if not); `/readyz` answers 503 until the
-database and the broker answer (route no traffic to me yet).
+`/healthz` answers while the process lives (restart me if not); `/readyz` checks the database
+and the broker on every request, each within a short deadline (route no traffic to me while
+either is gone, and again as soon as both are back). Being unauthenticated, `/readyz` names
+what failed and nothing more: the driver's error text (hosts, ports, user names) goes to the
+log, not to whoever asks.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from sqlalchemy import text
 
 from api.services import services
+from clipmod import probes
 
 bp = Blueprint("health", __name__)
+
+PROBE_TIMEOUT_S = 2.0
 
 
 @bp.get("/healthz")
@@ -19,27 +24,14 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def check_database() -> str | None:
-    try:
-        with services().engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        return f"database: {type(exc).__name__}: {exc}"[:300]
-    return None
-
-
-def check_broker() -> str | None:
-    try:
-        with services().celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception as exc:
-        return f"broker: {type(exc).__name__}: {exc}"[:300]
-    return None
-
-
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    problems = [p for p in (check_database(), check_broker()) if p]
-    if problems:
-        return jsonify({"status": "unavailable", "problems": problems}), 503
+    svc = services()
+    checks = {
+        "database": probes.database(svc.engine, PROBE_TIMEOUT_S),
+        "broker": probes.broker(svc.celery, PROBE_TIMEOUT_S),
+    }
+    failing = [name for name, ok in checks.items() if not ok]
+    if failing:
+        return jsonify({"status": "unavailable", "failing": failing}), 503
     return jsonify({"status": "ready"}), 200

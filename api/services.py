@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.keycache import KeyCache
 from clipmod import secretbox
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
@@ -24,6 +25,7 @@ class Services:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     celery: Celery
+    key_cache: KeyCache
     box: secretbox.SecretBox | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,10 +24,10 @@ from clipmod.settings import Settings
 Handler = Callable[[argparse.Namespace], int]
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from clipmod import logs
+
+    logs.setup(level, fmt)
 
 
 def load_settings() -> Settings:

@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import serve
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     print(f"clipmod API on http://{args.host}:{args.port}", flush=True)
     serve(app, settings, host=args.host, port=args.port, threads=args.threads)
@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     level = settings.log_level.upper()
     if args.role == "deliver":
         from workers import delivery

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -142,6 +143,7 @@ def revoke(session: Session, prefix: str) -> ApiKey:
     if row.revoked_at is None or as_utc(row.revoked_at) > now:
         row.revoked_at = now
     session.flush()
+    _announce(prefix)
     return row
 
 
@@ -160,7 +162,26 @@ def rotate(session: Session, prefix: str, grace_s: float = 0) -> Rotated:
     key = create_key(session, old.tenant.name, old.label, admin=old.is_admin, scopes=old.scopes)
     old.revoked_at = utcnow() + timedelta(seconds=max(grace_s, 0))
     session.flush()
+    _announce(prefix)
     return Rotated(key, old)
+
+
+class RevocationWatcher(Protocol):
+    def forget(self, prefix: str) -> None: ...
+
+
+# Caches of authenticated keys in this process (the API's), told when a key is revoked or
+# rotated so they stop honouring it at once. Weak: a cache lives exactly as long as its app.
+_watchers: weakref.WeakSet[RevocationWatcher] = weakref.WeakSet()
+
+
+def watch_revocations(watcher: RevocationWatcher) -> None:
+    _watchers.add(watcher)
+
+
+def _announce(prefix: str) -> None:
+    for watcher in list(_watchers):
+        watcher.forget(prefix)
 
 
 def describe(row: ApiKey) -> dict[str, Any]:

@@ -1,18 +1,20 @@
 """Callbacks are born in the same transaction as the verdict they announce (a transactional
-outbox): a `before_flush` hook on the worker's sessions adds a `Delivery` row beside every new
-verdict, and beside every item that just failed, for tenants with a callback URL.
+outbox): a `Delivery` row beside every new verdict, and beside every item that just failed, for
+tenants with a callback URL.
 
 So a verdict is never written without its callback being owed, and a rolled-back batch owes
-nothing; the delivery worker (`workers.delivery`) picks the rows up from the database. The
-scoring pipeline needs no change and no knowledge of callbacks: `install` is one line in the
-worker's start-up.
+nothing; the delivery worker (`workers.delivery`) picks the rows up from the database. Two ways
+in: the worker's bulk writes (Core statements, which no ORM event sees) call `owe` with the ids
+they finished, inside their transaction; writes through the ORM are covered by a `before_flush`
+hook (`install`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod.models import (
@@ -82,6 +84,37 @@ def _before_flush(session: Session, _context: object, _instances: object) -> Non
                 continue
             if ItemStatus.FAILED in inspect(obj).attrs.status.history.added:
                 _owe(session, obj, FAILED, None)
+
+
+def owe(session: Session, scored: Sequence[str], failed: Sequence[str]) -> None:
+    """Owe callbacks for items a bulk write just scored or failed (inside its transaction)."""
+    if not (scored or failed):
+        return
+    hooked = select(Tenant.id).where(Tenant.callback_url.is_not(None), Tenant.callback_url != "")
+    tenants = set(session.scalars(hooked))
+    if not tenants:
+        return  # the common case costs this one small query
+    if scored:
+        rows = session.execute(
+            select(Item, Verdict, PolicyVersion)
+            .join(Verdict, Verdict.item_id == Item.id)
+            .join(PolicyVersion, PolicyVersion.id == Verdict.policy_version_id)
+            .where(Item.id.in_(list(scored)), Item.tenant_id.in_(tenants))
+        ).all()
+        for item, verdict, version in rows:
+            _owe(session, item, SCORED, verdict_view(verdict, version))
+    if failed:
+        already = select(Delivery.item_id).where(Delivery.event == FAILED)
+        items = session.scalars(
+            select(Item).where(
+                Item.id.in_(list(failed)),
+                Item.tenant_id.in_(tenants),
+                Item.status == ItemStatus.FAILED,
+                Item.id.not_in(already),
+            )
+        )
+        for item in items:
+            _owe(session, item, FAILED, None)
 
 
 def install(sessions: sessionmaker[Session]) -> None:

@@ -8,9 +8,11 @@ idempotent, so a redelivery is harmless.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from celery import Celery
+from kombu.utils.uuid import uuid
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -77,6 +79,26 @@ def prepare_broker(app: Celery) -> None:
         conn.default_channel.queue_declare(SCORE_QUEUE, durable=True, auto_delete=False)
 
 
+def broker_backlog(app: Celery, recent_s: float, timeout: float = 2.0) -> int:
+    """Messages the scoring queue holds for workers: waiting, plus (Redis) recently taken.
+
+    A worker takes messages ahead of its batch (prefetch); on Redis they sit in kombu's
+    `unacked` index until acknowledged, stamped with the time they were taken. Those taken
+    within `recent_s` belong to a live worker and are counted; older ones belong to a dead one
+    (kombu hands them back only after the visibility timeout), so the reconciler should see
+    their items as missing. Raises when the broker cannot be reached within `timeout`.
+    """
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout)
+        channel = conn.default_channel
+        declared = channel.queue_declare(SCORE_QUEUE, durable=True, auto_delete=False)
+        count = int(declared.message_count)
+        index = getattr(channel, "unacked_index_key", None)
+        if index is not None and hasattr(channel, "client"):
+            count += int(channel.client.zcount(index, time.time() - recent_s, "+inf"))
+        return count
+
+
 def enqueue_scoring(app: Celery, item_ids: list[str]) -> None:
     """Send one message per item; the rows must be committed (see `enqueue_after_commit`).
 
@@ -84,9 +106,17 @@ def enqueue_scoring(app: Celery, item_ids: list[str]) -> None:
     retries with the same `external_id` queues them again.
     """
     try:
+        route = app.amqp.router.route({}, SCORE_TASK)
         with app.producer_or_acquire() as producer:
             for item_id in item_ids:
-                app.send_task(SCORE_TASK, args=[item_id], producer=producer)
+                # `send_task` minus its generic routing, argument repr and per-send queue
+                # declaration: the same message (Celery's protocol 2) to the same queue, through
+                # the anonymous exchange, which needs no binding (a Redis that restarted without
+                # AOF has lost them; the list is created by the push itself).
+                message = app.amqp.as_task_v2(
+                    uuid(), SCORE_TASK, args=[item_id], argsrepr=f"['{item_id}']", kwargsrepr="{}"
+                )
+                app.amqp.send_task_message(producer, SCORE_TASK, message, declare=[], **route)
     except Exception as exc:
         log.exception("enqueue failed for %d items", len(item_ids))
         raise ClipmodError(

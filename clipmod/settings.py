@@ -94,8 +94,9 @@ class Settings:
     max_text_chars: int = 20_000
     decode_threads: int = 2
     policy_refresh_s: float = 2.0
-    stuck_after_s: float = 600.0
-    sweep_every_s: float = 60.0
+    lease_s: float = 15.0
+    stuck_after_s: float = 10.0
+    sweep_every_s: float = 5.0
     broker_poll_interval_s: float = 0.02
     log_level: str = "info"
     # The review dashboard (api/dashboard). An empty secret key means "generate one into the
@@ -126,6 +127,9 @@ class Settings:
     retention_every_s: float = 3600.0
     rate_limit: str = "600/minute"
     rate_limit_storage_url: str = ""
+    log_format: str = "text"
+    health_host: str = "127.0.0.1"
+    key_cache_s: float = 5.0
 
     def to_env(self) -> dict[str, str]:
         """The `CLIPMOD_*` variables that `load()` turns back into these exact settings.
@@ -179,6 +183,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_text_chars=_int(env, "MAX_TEXT_CHARS", d["max_text_chars"]),
         decode_threads=_int(env, "DECODE_THREADS", d["decode_threads"]),
         policy_refresh_s=_float(env, "POLICY_REFRESH_S", d["policy_refresh_s"]),
+        lease_s=_float(env, "LEASE_S", d["lease_s"]),
         stuck_after_s=_float(env, "STUCK_AFTER_S", d["stuck_after_s"]),
         sweep_every_s=_float(env, "SWEEP_EVERY_S", d["sweep_every_s"]),
         broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", d["broker_poll_interval_s"]),
@@ -209,4 +214,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retention_every_s=_float(env, "RETENTION_EVERY_S", d["retention_every_s"]),
         rate_limit=_get(env, "RATE_LIMIT") or d["rate_limit"],
         rate_limit_storage_url=_get(env, "RATE_LIMIT_STORAGE_URL") or d["rate_limit_storage_url"],
+        log_format=_choice(env, "LOG_FORMAT", d["log_format"], ("text", "json")),
+        health_host=_get(env, "HEALTH_HOST") or d["health_host"],
+        key_cache_s=_float(env, "KEY_CACHE_S", d["key_cache_s"]),
     )

@@ -4,7 +4,9 @@ celery-batches buffers messages and flushes them as one task call when `flush_ev
 every `flush_interval` seconds. Left as is, its timer keeps flushing small batches while the
 model is busy, and they queue up behind the running batch: under load the batch size collapses.
 `GatheringBatches` holds the timer flush while a batch is in flight, so items that arrive during
-a forward pass form the next full batch instead (what Triton calls dynamic batching).
+a forward pass form the next full batch instead (what Triton calls dynamic batching). The other
+half of that: an idle worker flushes the moment a message arrives (no wait to fill a batch),
+and a busy one starts the gathered batch the moment the running one returns.
 
 Two more repairs live here because this is where celery-batches meets Celery's consumer:
 
@@ -45,7 +47,16 @@ class GatheringBatches(Batches):
             self._tref = None
         if self._buffer.qsize():
             self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
-        return handler
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            handler(*args, **kwargs)
+            # An idle model starts at once: waiting for the timer would only add latency.
+            with self._lock:
+                idle = self._inflight == 0
+            if idle and self._buffer.qsize():
+                self._do_flush()
+
+        return on_message
 
     def _do_flush(self) -> None:
         with self._lock:
@@ -65,8 +76,6 @@ class GatheringBatches(Batches):
                     req.acknowledge()
 
         def on_return(result: Any) -> None:
-            with self._lock:
-                self._inflight -= 1
             for req in requests:
                 if not req.task.acks_late:
                     continue
@@ -74,6 +83,12 @@ class GatheringBatches(Batches):
                     req.acknowledge()
                 else:
                     req.reject(requeue=True)
+            with self._lock:
+                self._inflight -= 1
+                idle = self._inflight == 0
+            # What gathered during this batch is the next one: start it now, not at the timer.
+            if idle and self._buffer.qsize():
+                self._do_flush()
 
         return self._pool.apply_async(
             apply_batches_task,

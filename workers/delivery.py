@@ -74,8 +74,9 @@ def dispatch_once(
 
 
 def run(settings: Settings, health_port: int | None = None, loglevel: str = "INFO") -> None:
+    state = health.WorkerState()
     if health_port:
-        health.serve(health_port)
+        health.serve(state, health_port, settings.health_host)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     box = secretbox.load(settings)
@@ -92,8 +93,9 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
             "retention",
             lambda: retention.purge_expired(sessions, blobs, settings.retention_days),
         )
-    health.State.ready = True
-    health.State.detail = {"status": "ready", "role": "deliver"}
+    state.engine, state.celery = engine, app
+    state.model = {"role": "deliver"}  # no model to load: ready once connected
+    state.started = True
     log.info("delivery worker ready")
     app.worker_main(
         [

@@ -16,31 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod import embeddings, images
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
-from clipmod.models import (
-    ActivationMode,
-    Item,
-    ItemEmbedding,
-    ItemStatus,
-    PolicyVersion,
-    ShadowVerdict,
-    Tenant,
-    Verdict,
-)
+from clipmod.models import ActivationMode, PolicyVersion, utcnow
 from clipmod.policy import scoring, versions
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
-from workers import ingest
+from workers import ingest, metrics, store
+from workers.metrics import StageTimer
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = store.MAX_ATTEMPTS
 
 
 @dataclass
@@ -86,6 +77,11 @@ class PolicyCache:
         self._resolved: dict[tuple[int, ActivationMode], int | None] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
+        self.refreshed_at: float | None = None  # monotonic time of the last successful check
+
+    def refresh(self, session: Session) -> None:
+        """Check activations now if due; the worker's heartbeat calls this while idle too."""
+        self._maybe_refresh(session)
 
     def _maybe_refresh(self, session: Session) -> None:
         now = time.monotonic()
@@ -93,6 +89,7 @@ class PolicyCache:
             return
         self._checked = now
         stamp = versions.activation_stamp(session)
+        self.refreshed_at = now
         if stamp != self._stamp:
             if self._stamp is not None:
                 log.info("policy activations changed; re-resolving")
@@ -102,10 +99,12 @@ class PolicyCache:
     def version_for(self, session: Session, tenant_id: int, mode: ActivationMode) -> int | None:
         self._maybe_refresh(session)
         key = (tenant_id, mode)
-        if key not in self._resolved:
-            row = versions.resolve(session, tenant_id, mode)
-            self._resolved[key] = row.id if row else None
-        return self._resolved[key]
+        if key in self._resolved:
+            return self._resolved[key]
+        # Returned from the local: the heartbeat thread may clear the cache meanwhile.
+        row = versions.resolve(session, tenant_id, mode)
+        self._resolved[key] = version_id = row.id if row else None
+        return version_id
 
     def bank(self, session: Session, version_id: int) -> scoring.PromptBank:
         if version_id not in self._banks:
@@ -131,12 +130,14 @@ class Scorer:
         runtime: ClipRuntime,
         sessions: sessionmaker[Session],
         blobs: BlobStore,
+        worker_id: str | None = None,
     ):
         self.settings = settings
         self.runtime = runtime
         self.sessions = sessions
         self.blobs = blobs
         self.policies = PolicyCache(runtime, settings.policy_refresh_s)
+        self.worker_id = worker_id or store.worker_identity()
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -145,43 +146,44 @@ class Scorer:
     # -- the batch ---------------------------------------------------------------------------
 
     def score_batch(self, item_ids: list[str]) -> list[str]:
-        """Score what is still pending among `item_ids`; returns the ids it requeued."""
-        work = self._claim(item_ids)
+        """Score what is still pending among `item_ids`; returns the ids it requeued.
+
+        A database outage at the claim (or at the hand-back) raises: the task then rejects the
+        messages back to the broker instead of acknowledging work it never did.
+        """
+        timer = StageTimer()
+        with timer.stage("claim"):
+            work = self._claim(item_ids)
         if not work:
             return []
         try:
-            self._prepare(work)
-            self._forward(work)
-            self._write(work)
-            return []
+            with timer.stage("decode"):
+                self._prepare(work)
+            with timer.stage("forward"):
+                self._forward(work)
+            with timer.stage("write"):
+                self._write(work)
         except Exception:
             log.exception("batch of %d failed; returning its items to the queue", len(work))
             return self._release(work)
+        metrics.observe_batch(work, timer)
+        return []
 
     def _claim(self, item_ids: list[str]) -> list[_Work]:
         with transaction(self.sessions) as session:
-            rows = session.execute(
-                select(Item, Tenant.name)
-                .join(Tenant, Tenant.id == Item.tenant_id)
-                .where(
-                    Item.id.in_(set(item_ids)),
-                    Item.status.in_([ItemStatus.QUEUED, ItemStatus.PROCESSING]),
-                )
-            ).all()
+            claimed = store.claim(session, item_ids, self.worker_id, self.settings.lease_s)
             work = []
-            for item, tenant_name in rows:
+            for item in claimed:
                 version_id = self.policies.version_for(
                     session, item.tenant_id, ActivationMode.ACTIVE
                 )
                 if version_id is None:
                     raise RuntimeError("no active policy version; run `clipmod db upgrade`")
                 shadow = self.policies.version_for(session, item.tenant_id, ActivationMode.SHADOW)
-                item.status = ItemStatus.PROCESSING
-                item.attempts += 1
                 work.append(
                     _Work(
                         id=item.id,
-                        tenant=tenant_name,
+                        tenant=item.tenant,
                         tenant_id=item.tenant_id,
                         image_sha256=item.image_sha256,
                         text=item.text,
@@ -262,79 +264,53 @@ class Scorer:
 
     def _write(self, work: list[_Work]) -> None:
         with transaction(self.sessions) as session:
-            items = {
-                i.id: i
-                for i in session.scalars(select(Item).where(Item.id.in_([w.id for w in work])))
-            }
-            live = [
-                w for w in work if items[w.id].status in (ItemStatus.QUEUED, ItemStatus.PROCESSING)
-            ]  # the rest: another delivery finished them first
-            ok = [w for w in live if w.error is None]
+            ok = [w for w in work if w.error is None]
             outcomes = self._outcomes(session, ok, lambda w: w.version_id)
             shadows = self._outcomes(session, ok, lambda w: w.shadow_version_id)
-            for w in live:
-                item = items[w.id]
-                if w.error is not None:
-                    item.status = ItemStatus.FAILED
-                    item.error_code, item.error_message = w.error.code, w.error.message
-                    continue
-                self._store_verdict(session, item, w, outcomes[w.id], shadows.get(w.id))
+            failed = [store.Failed(w.id, w.error.code, w.error.message) for w in work if w.error]
+            scored = [self._rows(w, outcomes[w.id], shadows.get(w.id)) for w in ok]
+            store.write(session, scored, failed)
 
-    def _store_verdict(
-        self,
-        session: Session,
-        item: Item,
-        w: _Work,
-        outcome: scoring.Outcome,
-        shadow: scoring.Outcome | None,
-    ) -> None:
-        if session.scalar(select(Verdict.id).where(Verdict.item_id == item.id)) is None:
-            session.add(
-                Verdict(
-                    item_id=item.id,
-                    policy_version_id=w.version_id,
-                    action=outcome.action,
-                    categories=[c.to_dict() for c in outcome.categories],
-                    audit=outcome.audit,
-                    model_name=self.runtime.display_name,
-                    model_revision=self.runtime.revision,
-                )
-            )
-        if session.get(ItemEmbedding, (item.id, self.runtime.revision)) is None:
-            session.add(
-                ItemEmbedding(
-                    item_id=item.id,
-                    model_revision=self.runtime.revision,
-                    dim=self.runtime.dim,
-                    image=embeddings.to_bytes(w.image_emb) if w.image_emb is not None else None,
-                    text=embeddings.to_bytes(w.text_emb) if w.text_emb is not None else None,
-                    text_windows=len(w.text_emb) if w.text_emb is not None else 0,
-                )
-            )
-        if shadow is not None and w.shadow_version_id is not None:
-            session.add(
-                ShadowVerdict(
-                    item_id=item.id,
-                    policy_version_id=w.shadow_version_id,
-                    action=shadow.action,
-                    categories=[c.to_dict() for c in shadow.categories],
-                )
-            )
-        item.status = ItemStatus.SCORED
-        item.error_code = item.error_message = None
+    def _rows(
+        self, w: _Work, outcome: scoring.Outcome, shadow: scoring.Outcome | None
+    ) -> store.Scored:
+        now = utcnow()
+        return store.Scored(
+            item_id=w.id,
+            verdict={
+                "item_id": w.id,
+                "policy_version_id": w.version_id,
+                "action": outcome.action,
+                "categories": [c.to_dict() for c in outcome.categories],
+                "audit": outcome.audit,
+                "model_name": self.runtime.display_name,
+                "model_revision": self.runtime.revision,
+                "scored_at": now,
+            },
+            embedding={
+                "item_id": w.id,
+                "model_revision": self.runtime.revision,
+                "dim": self.runtime.dim,
+                "image": embeddings.to_bytes(w.image_emb) if w.image_emb is not None else None,
+                "text": embeddings.to_bytes(w.text_emb) if w.text_emb is not None else None,
+                "text_windows": len(w.text_emb) if w.text_emb is not None else 0,
+                "created_at": now,
+            },
+            shadow=None
+            if shadow is None or w.shadow_version_id is None
+            else {
+                "item_id": w.id,
+                "policy_version_id": w.shadow_version_id,
+                "action": shadow.action,
+                "categories": [c.to_dict() for c in shadow.categories],
+                "scored_at": now,
+            },
+        )
 
     def _release(self, work: list[_Work]) -> list[str]:
         """After an unexpected failure: requeue items with attempts left, fail the rest."""
-        requeue = []
         with transaction(self.sessions) as session:
-            for item in session.scalars(select(Item).where(Item.id.in_([w.id for w in work]))):
-                if item.status != ItemStatus.PROCESSING:
-                    continue
-                if item.attempts < MAX_ATTEMPTS:
-                    item.status = ItemStatus.QUEUED
-                    requeue.append(item.id)
-                else:
-                    item.status = ItemStatus.FAILED
-                    item.error_code = "scoring_error"
-                    item.error_message = f"scoring failed {item.attempts} times; see worker logs"
+            requeue, failed = store.release(session, self.worker_id, [w.id for w in work])
+        metrics.REQUEUED.labels("batch_failed").inc(len(requeue))
+        metrics.FAILED.labels("scoring_error").inc(len(failed))
         return requeue

@@ -1,15 +1,18 @@
 """Start a worker process: load the model once, then consume the queue.
 
-Readiness is explicit: the model, the database and the policy's prompt embeddings are ready
-before the first message is taken, and an optional HTTP port answers `/healthz` (alive) and
-`/readyz` (503 until all of that is true), after HMA's liveness/readiness split.
+Readiness is live (see `workers.health`): the model is loaded, the database and the broker
+answer, and the active policy was checked recently. Besides the Celery consumer, the process
+runs two small threads: the heartbeat, which renews the leases on the items it is scoring and
+checks for a newly activated policy even while idle, and the reconciler (`workers.sweeper`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod import outbox
 from clipmod.db import make_engine, make_sessionmaker, transaction
@@ -18,9 +21,7 @@ from clipmod.queue import SCORE_QUEUE, make_celery, prepare_broker
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
-from workers import sweeper
-from workers.health import State as _State
-from workers.health import serve as _serve_health
+from workers import health, store, sweeper
 from workers.pipeline import Scorer
 from workers.tasks import register
 
@@ -38,9 +39,35 @@ def seed_policy(settings: Settings, sessions: object) -> None:
         log.info("another process seeded the policy first")
 
 
+def heartbeat_interval(settings: Settings) -> float:
+    """Often enough to renew a lease twice before it runs out, and to notice a new policy."""
+    return max(0.2, min(settings.lease_s / 3, max(settings.policy_refresh_s, 0.5)))
+
+
+def start_heartbeat(
+    scorer: Scorer, sessions: sessionmaker[Session], settings: Settings
+) -> threading.Event:
+    stop = threading.Event()
+    every = heartbeat_interval(settings)
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                with transaction(sessions) as session:
+                    store.renew(session, scorer.worker_id, settings.lease_s)
+                    scorer.policies.refresh(session)
+            except Exception as exc:
+                log.warning("heartbeat failed (%s)", str(exc).splitlines()[0][:200])
+
+    threading.Thread(target=loop, name="heartbeat", daemon=True).start()
+    return stop
+
+
 def run(settings: Settings, health_port: int | None = None, loglevel: str = "INFO") -> None:
+    every = heartbeat_interval(settings)
+    state = health.WorkerState(policy_stale_s=max(10.0, 5 * every, 3 * settings.policy_refresh_s))
     if health_port:
-        _serve_health(health_port)
+        health.serve(state, health_port, settings.health_host)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     outbox.install(sessions)  # verdicts owe their callbacks in the same transaction
@@ -51,15 +78,21 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
         active = versions.resolve(session, None)
         if active is not None:
             scorer.policies.bank(session, active.id)  # warm: the first batch pays no text pass
+        scorer.policies.refresh(session)
     app = make_celery(settings)
     prepare_broker(app)
     register(app, settings, lambda: scorer)
+    start_heartbeat(scorer, sessions, settings)
     sweeper.start(sessions, app, settings.stuck_after_s, settings.sweep_every_s)
-    _State.ready = True
-    _State.detail = {"status": "ready", "model": runtime.describe()}
-    log.info("worker ready: %s", runtime.describe())
+    state.engine, state.celery = engine, app
+    state.policy_checked = lambda: scorer.policies.refreshed_at
+    state.model = runtime.describe()
+    state.started = True
+    log.info("worker %s ready: %s", scorer.worker_id, runtime.describe())
+    # `--quiet` (a `celery` option, so before `worker`): no ASCII-art banner in production logs.
     app.worker_main(
         [
+            "--quiet",
             "worker",
             "--pool=threads",
             "--concurrency=1",

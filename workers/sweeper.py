@@ -1,70 +1,171 @@
-"""Re-queue items that a lost message left waiting.
+"""The reconciler: the database is the source of truth, the broker is brought back in line with it.
 
-acks_late covers a worker that dies mid-batch on Redis (the message comes back after the
-visibility timeout) and a worker that shuts down cleanly on any broker. It does not cover a
-SIGKILLed worker on the embedded SQLite broker, whose taken messages are gone, nor an item whose
-enqueue failed after its commit. This sweeper does: any item still `queued` or `processing`
-after `stuck_after_s` is sent again. Several workers may sweep at once: each claims an item by
-moving its `updated_at` forward in a conditional UPDATE, so only one of them re-sends it, and a
-duplicate send would be harmless anyway (scoring is idempotent).
+Every worker runs one, every `sweep_every_s` seconds. Each pass:
+
+1. re-queues `processing` items whose lease ran out: their worker died (a live worker renews
+   its leases, see `workers.store.renew`). An item that has used up its attempts this way is
+   failed with `scoring_error` instead, so an input that kills workers cannot loop forever;
+2. re-sends `queued` items the broker has no message for. A message can be lost on the
+   embedded SQLite broker (a SIGKILLed worker's taken messages), on Redis without AOF (a
+   restart empties it), or never sent (the API died between its commit and the send). The
+   broker cannot be asked "do you hold item X", so the pass compares counts: queued items
+   minus messages waiting (plus, on Redis, messages a live worker took within the grace
+   period) is the number missing, and that many of the oldest queued items that have waited
+   longer than `stuck_after_s` are sent again. A surplus guess only costs a duplicate message,
+   which the conditional claim turns into a no-op.
+
+Several workers may reconcile at once: each takes an item with a conditional UPDATE (status
+and age re-checked), so exactly one of them re-sends it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from clipmod import outbox
 from clipmod.db import transaction
 from clipmod.models import Item, ItemStatus, utcnow
-from clipmod.queue import enqueue_scoring
+from clipmod.queue import broker_backlog, enqueue_scoring
+from workers import metrics
+from workers.store import MAX_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
 
-def requeue_stuck(
-    sessions: sessionmaker[Session], app: Celery, stuck_after_s: float, limit: int = 1000
-) -> list[str]:
+@dataclass
+class Pass:
+    """What one reconcile pass did (the ids it re-sent, by reason)."""
+
+    expired: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    failed: int = 0
+
+
+def _expired_leases(session: Session) -> tuple[list[str], int]:
+    now = utcnow()
+    expired = and_(
+        Item.status == ItemStatus.PROCESSING,
+        or_(Item.lease_until.is_(None), Item.lease_until < now),
+    )
+    free = {"claimed_by": None, "lease_until": None, "updated_at": now}
+    back = session.scalars(
+        update(Item)
+        .where(expired, Item.attempts < MAX_ATTEMPTS)
+        .values(status=ItemStatus.QUEUED, **free)
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    dead = session.scalars(
+        update(Item)
+        .where(expired, Item.attempts >= MAX_ATTEMPTS)
+        .values(
+            status=ItemStatus.FAILED,
+            error_code="scoring_error",
+            error_message=f"the worker scoring it died {MAX_ATTEMPTS} times; see worker logs",
+            **free,
+        )
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    outbox.owe(session, [], list(dead))
+    return list(back), len(dead)
+
+
+def _missing(session: Session, in_broker: int, stuck_after_s: float, limit: int) -> list[str]:
+    queued, oldest = session.execute(
+        select(func.count(Item.id), func.min(Item.created_at)).where(
+            Item.status == ItemStatus.QUEUED
+        )
+    ).one()
+    metrics.QUEUE_DEPTH.set(queued)
+    metrics.BROKER_MESSAGES.set(in_broker)
+    if oldest is not None:
+        # SQLite hands back naive datetimes; every stamp we write is UTC.
+        age = utcnow().replace(tzinfo=None) - oldest.replace(tzinfo=None)
+        metrics.OLDEST_QUEUED.set(max(age.total_seconds(), 0.0))
+    else:
+        metrics.OLDEST_QUEUED.set(0)
+    deficit = min(queued - in_broker, limit)
+    if deficit <= 0:
+        return []
     cutoff = utcnow() - timedelta(seconds=stuck_after_s)
-    waiting = [ItemStatus.QUEUED, ItemStatus.PROCESSING]
+    old = and_(Item.status == ItemStatus.QUEUED, Item.updated_at < cutoff)
+    candidates = session.scalars(
+        select(Item.id).where(old).order_by(Item.updated_at).limit(deficit)
+    ).all()
+    if not candidates:
+        return []
+    # Moving `updated_at` forward is the claim: another reconciler's UPDATE finds it too young.
+    return list(
+        session.scalars(
+            update(Item)
+            .where(Item.id.in_(candidates), old)
+            .values(updated_at=utcnow())
+            .returning(Item.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def reconcile(
+    sessions: sessionmaker[Session], app: Celery, stuck_after_s: float, limit: int = 1000
+) -> Pass:
+    done = Pass()
     with transaction(sessions) as session:
-        candidates = session.scalars(
-            select(Item.id)
-            .where(Item.status.in_(waiting), Item.updated_at < cutoff)
-            .order_by(Item.updated_at)
-            .limit(limit)
-        ).all()
-        claimed = []
-        for item_id in candidates:
-            moved = session.execute(
-                update(Item)
-                .where(Item.id == item_id, Item.status.in_(waiting), Item.updated_at < cutoff)
-                .values(status=ItemStatus.QUEUED, updated_at=utcnow())
-            )
-            if moved.rowcount:  # type: ignore[attr-defined]
-                claimed.append(item_id)
-    if claimed:
-        log.warning("re-queueing %d items waiting longer than %.0f s", len(claimed), stuck_after_s)
-        enqueue_scoring(app, claimed)
-    return claimed
+        done.expired, done.failed = _expired_leases(session)
+    if done.expired:
+        log.warning("re-queueing %d items whose worker's lease expired", len(done.expired))
+        enqueue_scoring(app, done.expired)
+        metrics.REQUEUED.labels("lease_expired").inc(len(done.expired))
+    if done.failed:
+        metrics.FAILED.labels("scoring_error").inc(done.failed)
+    in_broker = broker_backlog(app, recent_s=stuck_after_s)
+    with transaction(sessions) as session:
+        done.missing = _missing(session, in_broker, stuck_after_s, limit)
+    if done.missing:
+        log.warning(
+            "re-queueing %d queued items the broker holds no message for (%d waiting there)",
+            len(done.missing),
+            in_broker,
+        )
+        enqueue_scoring(app, done.missing)
+        metrics.REQUEUED.labels("missing").inc(len(done.missing))
+    return done
+
+
+class Reconciler:
+    """Runs `reconcile` every `every_s` seconds in a daemon thread; remembers the last success."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], app: Celery, stuck_after_s: float, every_s: float
+    ):
+        self.sessions, self.app = sessions, app
+        self.stuck_after_s, self.every_s = stuck_after_s, every_s
+        self.stopped = threading.Event()
+        self.last_ok: float | None = None
+
+    def start(self) -> Reconciler:
+        threading.Thread(target=self._loop, name="reconciler", daemon=True).start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            try:
+                reconcile(self.sessions, self.app, self.stuck_after_s)
+                self.last_ok = time.monotonic()
+            except Exception as exc:
+                log.warning("reconcile pass failed (%s); next in %.0f s", exc, self.every_s)
 
 
 def start(
     sessions: sessionmaker[Session], app: Celery, stuck_after_s: float, every_s: float
-) -> threading.Event:
-    """Sweep every `every_s` seconds in a daemon thread; set the returned event to stop."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            try:
-                requeue_stuck(sessions, app, stuck_after_s)
-            except Exception:
-                log.exception("sweep failed; will retry")
-
-    threading.Thread(target=loop, name="sweeper", daemon=True).start()
-    return stop
+) -> Reconciler:
+    return Reconciler(sessions, app, stuck_after_s, every_s).start()

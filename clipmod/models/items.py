@@ -52,6 +52,11 @@ class Item(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The worker scoring this item and until when its claim holds (renewed while it works): a
+    # dead worker's items come back when the lease runs out, not after a fixed age. NULL when
+    # nobody holds the item (a NULL lease on a `processing` row counts as expired).
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp())
     created_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp())

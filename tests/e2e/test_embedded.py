@@ -34,7 +34,7 @@ def test_items_of_a_killed_worker_are_not_lost(settings: Settings, tmp_path: Pat
     kombu's SQLite transport loses the messages a SIGKILLed worker had taken: without the
     sweeper those items would stay `processing`/`queued` forever.
     """
-    fast = make_settings(settings.data_dir, stuck_after_s="3", sweep_every_s="0.5")
+    fast = make_settings(settings.data_dir, stuck_after_s="3", sweep_every_s="0.5", lease_s="3")
     engine = make_engine(fast.database_url)
     sessions = make_sessionmaker(engine)
     with transaction(sessions) as session:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli.supervise import free_port
+from tests.e2e.conftest import postgres_url  # noqa: F401 - a fixture, shared with e2e
 
 
 @dataclass
@@ -70,6 +71,17 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (`.ci/services install` installs it)")
     server = PrivateRedis(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=[False, True], ids=["no-aof", "aof"])
+def redis_aof_or_not(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private Redis, once without persistence and once with AOF (`appendfsync everysec`)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (`.ci/services install` installs it)")
+    server = PrivateRedis(free_port(), tmp_path, appendonly=request.param)
     server.start()
     yield server
     server.stop()

@@ -1,0 +1,265 @@
+"""Intake speed against a bare endpoint, and upload → verdict latency at idle, as a client sees it.
+
+1. **intake / bare**: one waitress server (`api.server.create`, as `clipmod serve` runs it) hosts
+   the real app and, mounted at `/bare`, a bare Flask endpoint that reads the body and answers
+   202 with a small JSON object. The same client (threads with keep-alive connections) sends
+   the same multipart upload (a 224x224 JPEG, a fresh external_id each time) to both, in
+   interleaved rounds, so both see the same machine state. The ratio says what our intake
+   costs above the HTTP server, Flask and the client themselves. Target ≥ 0.3.
+2. **latency**: with a real `clipmod worker` running and idle, one upload at a time; the clock
+   runs from sending the POST until a GET of the item (polled every 2 ms) shows its verdict.
+   Target p50 ≤ 50 ms on Redis with the bundled model.
+
+The database and broker are PostgreSQL and Redis when `CLIPMOD_TEST_PG_URL` and
+`CLIPMOD_TEST_REDIS_URL` are set (`make bench` starts them with `.ci/services`), else the
+embedded default. Run: `make bench` or `python -m bench.intake [--rounds N] [--threads N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import create_engine, text
+
+from clipmod import keys, migrate
+from clipmod import settings as settings_mod
+from clipmod.db import make_engine, make_sessionmaker, transaction
+from clipmod.demo import world
+
+BOUNDARY = "clipmodbenchboundary"
+
+
+def jpeg() -> bytes:
+    img = world.render(7, "heldout").image.resize((224, 224), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def multipart(image: bytes, external_id: str) -> bytes:
+    return b"".join(
+        [
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="external_id"\r\n\r\n'.encode(),
+            external_id.encode(),
+            f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode(),
+            image,
+            f"\r\n--{BOUNDARY}--\r\n".encode(),
+        ]
+    )
+
+
+# -- the server (a child process, so the client's threads do not share its GIL) -------------
+
+
+def serve(port: int) -> None:
+    from flask import Flask, jsonify, request
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from api import create_app
+    from api.server import create
+    from cli.common import setup_logging
+
+    settings = settings_mod.load()
+    setup_logging("info")  # the access log line is part of what a request costs
+    app = create_app(settings)
+    bare = Flask("bare")
+
+    @bare.post("/v1/items")
+    def bare_items() -> Any:
+        request.get_data()
+        return jsonify({"id": uuid.uuid4().hex, "status": "queued"}), 202
+
+    both = DispatcherMiddleware(app, {"/bare": bare})
+    threads = int(os.environ.get("BENCH_SERVER_THREADS", "8"))
+    server = create(both, settings, "127.0.0.1", port, threads=threads)  # type: ignore[arg-type]
+    print("ready", flush=True)
+    server.run()
+
+
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.intake", "--serve", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        raise SystemExit(f"bench server failed:\n{log.read_text()[-3000:]}")
+    return proc
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+def hammer(port: int, path: str, key: str, image: bytes, seconds: float, threads: int) -> int:
+    """Accepted uploads in `seconds` from `threads` keep-alive clients."""
+    done = [0] * threads
+    stop = time.monotonic() + seconds
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+    }
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            conn.request("POST", path, body=multipart(image, uuid.uuid4().hex), headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 202:
+                raise SystemExit(f"{path}: {resp.status}")
+            done[n] += 1
+        conn.close()
+
+    workers = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(done)
+
+
+def ratio(port: int, key: str, rounds: int, seconds: float, threads: int) -> dict[str, float]:
+    image = jpeg()
+    hammer(port, "/v1/items", key, image, 1.0, threads)  # warm-up: pools, caches, JIT-less paths
+    hammer(port, "/bare/v1/items", key, image, 1.0, threads)
+    counts = {"intake": 0, "bare": 0}
+    for _ in range(rounds):
+        counts["intake"] += hammer(port, "/v1/items", key, image, seconds, threads)
+        counts["bare"] += hammer(port, "/bare/v1/items", key, image, seconds, threads)
+    total = rounds * seconds
+    return {k: v / total for k, v in counts.items()}
+
+
+def latency(port: int, key: str, n: int) -> list[float]:
+    image = jpeg()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    auth = {"Authorization": f"Bearer {key}"}
+    out = []
+    for _ in range(n):
+        time.sleep(0.05)  # the worker is idle when each upload arrives
+        started = time.perf_counter()
+        headers = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        conn.request("POST", "/v1/items", body=multipart(image, uuid.uuid4().hex), headers=headers)
+        resp = conn.getresponse()
+        item_id = json.loads(resp.read())["id"]
+        while True:
+            conn.request("GET", f"/v1/items/{item_id}", headers=auth)
+            resp = conn.getresponse()
+            if json.loads(resp.read())["status"] in ("scored", "failed"):
+                break
+            time.sleep(0.002)
+        out.append(time.perf_counter() - started)
+    conn.close()
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def make_database(data_dir: Path) -> tuple[dict[str, str], str]:
+    env = {
+        "CLIPMOD_DATA_DIR": str(data_dir),
+        "CLIPMOD_DEVICE": "cpu",
+        "CLIPMOD_LOG_LEVEL": "warning",
+    }
+    pg, redis = os.environ.get("CLIPMOD_TEST_PG_URL"), os.environ.get("CLIPMOD_TEST_REDIS_URL")
+    if pg and redis:
+        name = f"clipmod_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(pg, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        env["CLIPMOD_DATABASE_URL"] = pg.rsplit("/", 1)[0] + f"/{name}"
+        env["CLIPMOD_BROKER_URL"] = redis
+        import redis as redis_client
+
+        client = redis_client.Redis.from_url(redis)
+        client.flushdb()
+        client.close()
+        return env, "PostgreSQL + Redis"
+    return env, "embedded (SQLite + SQLite broker)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per round and kind")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--latency-n", type=int, default=60)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    from cli.supervise import WorkerProcess, free_port, settings_env
+
+    data_dir = Path(tempfile.mkdtemp(prefix="clipmod-bench-intake-"))
+    server = worker = None
+    try:
+        overrides, stack = make_database(data_dir)
+        settings = settings_mod.load(overrides)
+        migrate.upgrade(settings)
+        engine = make_engine(settings.database_url)
+        with transaction(make_sessionmaker(engine)) as session:
+            key = keys.create_key(session, "bench")
+        engine.dispose()
+        env = settings_env(settings)
+        port = free_port()
+        server = start_server(env, port, data_dir / "server.log")
+        rates = ratio(port, key, args.rounds, args.seconds, args.threads)
+        worker = WorkerProcess.start(env, log=data_dir / "worker.log")
+        worker.wait_ready(300, settle=1.0)
+        seconds = sorted(latency(port, key, args.latency_n))
+        p50 = statistics.median(seconds) * 1000
+        p90 = seconds[int(0.9 * (len(seconds) - 1))] * 1000
+        print(
+            f"\nintake benchmark on {stack}; {platform.machine()}, {os.cpu_count()} cores, "
+            f"{args.threads} client threads, waitress 8 threads\n"
+            f"  intake (multipart 224x224 JPEG): {rates['intake']:.0f} accepted/s\n"
+            f"  bare Flask endpoint, same server: {rates['bare']:.0f} req/s\n"
+            f"  intake/bare: {rates['intake'] / rates['bare']:.3f}   (target >= 0.3)\n"
+            f"  upload -> verdict, idle worker, as the client sees it: p50 {p50:.1f} ms, "
+            f"p90 {p90:.1f} ms over {len(seconds)} uploads   (target p50 <= 50 ms)"
+        )
+        print(
+            json.dumps(
+                {
+                    "intake_per_s": rates["intake"],
+                    "bare_per_s": rates["bare"],
+                    "ratio": rates["intake"] / rates["bare"],
+                    "latency_p50_ms": p50,
+                    "latency_p90_ms": p90,
+                    "stack": stack,
+                }
+            )
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

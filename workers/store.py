@@ -1,0 +1,216 @@
+"""The database side of a batch: claim under a lease, write in bulk, hand back.
+
+A claim is one conditional UPDATE, so two workers can never both hold an item: an item is
+claimable when it is `queued`, or `processing` under a lease that ran out (its worker died) or
+that this same worker holds (its own message came back after a failed batch). The claim names
+the worker and holds for `lease_s`; the worker renews it while it works (`renew`), so a lease
+can be short and a dead worker's items come back within seconds (see `workers.sweeper`).
+
+The write is a fixed handful of statements per batch, whatever its size: one UPDATE that flips
+the batch's items to `scored` and returns those still waiting (a redelivery, a duplicate or a
+slower worker that finished first drops out here, under the row lock), then one multi-row
+INSERT each for verdicts, embeddings and shadow verdicts with ON CONFLICT DO NOTHING, so even a
+race the UPDATE did not see cannot write a second verdict. No per-item SELECT.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from clipmod import outbox
+from clipmod.models import Item, ItemEmbedding, ItemStatus, ShadowVerdict, Tenant, Verdict, utcnow
+
+MAX_ATTEMPTS = 3
+WAITING = (ItemStatus.QUEUED, ItemStatus.PROCESSING)
+
+
+def worker_identity() -> str:
+    """Unique per process and readable in the table: host, pid and a random tail (pid reuse)."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    tenant_id: int
+    tenant: str
+    image_sha256: str | None
+    text: str | None
+    image_url: str | None = None
+
+
+def claimable(worker_id: str, now: Any) -> ColumnElement[bool]:
+    """Queued, or processing under a lease that expired (or is this worker's own)."""
+    return or_(
+        Item.status == ItemStatus.QUEUED,
+        and_(
+            Item.status == ItemStatus.PROCESSING,
+            or_(Item.lease_until.is_(None), Item.lease_until < now, Item.claimed_by == worker_id),
+        ),
+    )
+
+
+def claim(
+    session: Session, item_ids: Iterable[str], worker_id: str, lease_s: float
+) -> list[Claimed]:
+    """Take what is still pending among `item_ids` for `lease_s` seconds, in their given order."""
+    order = {item_id: i for i, item_id in enumerate(dict.fromkeys(item_ids))}
+    now = utcnow()
+    rows = session.execute(
+        update(Item)
+        .where(Item.id.in_(list(order)), claimable(worker_id, now))
+        .values(
+            status=ItemStatus.PROCESSING,
+            claimed_by=worker_id,
+            lease_until=now + timedelta(seconds=lease_s),
+            attempts=Item.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Item.id, Item.tenant_id, Item.image_sha256, Item.text, Item.image_url)
+        .execution_options(synchronize_session=False)
+    ).all()
+    tenant_ids = {r.tenant_id for r in rows}
+    query = select(Tenant.id, Tenant.name).where(Tenant.id.in_(tenant_ids))
+    names: dict[int, str] = dict(session.execute(query).all())
+    claimed = [
+        Claimed(r.id, r.tenant_id, names[r.tenant_id], r.image_sha256, r.text, r.image_url)
+        for r in rows
+    ]
+    return sorted(claimed, key=lambda c: order[c.id])
+
+
+def renew(session: Session, worker_id: str, lease_s: float) -> int:
+    """Extend every lease this worker holds; returns how many items it holds."""
+    result = session.execute(
+        update(Item)
+        .where(Item.claimed_by == worker_id, Item.status == ItemStatus.PROCESSING)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass
+class Scored:
+    """The rows one scored item adds, as column dicts for the bulk INSERTs."""
+
+    item_id: str
+    verdict: dict[str, Any]
+    embedding: dict[str, Any]
+    shadow: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    item_id: str
+    code: str
+    message: str
+
+
+def _insert(session: Session, model: type[Any]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the session's own dialect."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(model).on_conflict_do_nothing()
+
+
+def write(session: Session, scored: Sequence[Scored], failed: Sequence[Failed]) -> list[str]:
+    """Finish a batch; returns the ids this call scored (the rest were finished elsewhere)."""
+    now = utcnow()
+    live: list[str] = []
+    if scored:
+        live = list(
+            session.scalars(
+                update(Item)
+                .where(Item.id.in_([s.item_id for s in scored]), Item.status.in_(WAITING))
+                .values(
+                    status=ItemStatus.SCORED,
+                    claimed_by=None,
+                    lease_until=None,
+                    error_code=None,
+                    error_message=None,
+                    updated_at=now,
+                )
+                .returning(Item.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    keep = set(live)
+    rows = [s for s in scored if s.item_id in keep]
+    if rows:
+        session.execute(_insert(session, Verdict), [s.verdict for s in rows])
+        session.execute(_insert(session, ItemEmbedding), [s.embedding for s in rows])
+        shadows = [s.shadow for s in rows if s.shadow is not None]
+        if shadows:
+            session.execute(_insert(session, ShadowVerdict), shadows)
+    if failed:
+        table = cast("Table", Item.__table__)
+        items = table.c
+        session.execute(
+            update(table)
+            # no IN (…): an expanding parameter cannot be part of an executemany
+            .where(items.id == bindparam("b_id"), or_(*(items.status == s for s in WAITING)))
+            .values(
+                status=ItemStatus.FAILED,
+                error_code=bindparam("b_code"),
+                error_message=bindparam("b_message"),
+                claimed_by=None,
+                lease_until=None,
+                updated_at=now,
+            ),
+            [{"b_id": f.item_id, "b_code": f.code, "b_message": f.message} for f in failed],
+        )
+    outbox.owe(session, live, [f.item_id for f in failed])
+    return live
+
+
+def release(
+    session: Session, worker_id: str, item_ids: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """After an unexpected failure: requeue this worker's items with attempts left, fail the rest.
+
+    Returns (requeued, failed).
+
+    Only items this worker still holds are touched: one whose lease ran out and that another
+    worker took is that worker's now.
+    """
+    mine = and_(
+        Item.id.in_(list(item_ids)),
+        Item.status == ItemStatus.PROCESSING,
+        Item.claimed_by == worker_id,
+    )
+    free = {"claimed_by": None, "lease_until": None, "updated_at": utcnow()}
+    requeue = list(
+        session.scalars(
+            update(Item)
+            .where(mine, Item.attempts < MAX_ATTEMPTS)
+            .values(status=ItemStatus.QUEUED, **free)
+            .returning(Item.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    failed = session.scalars(
+        update(Item)
+        .where(mine, Item.attempts >= MAX_ATTEMPTS)
+        .values(
+            status=ItemStatus.FAILED,
+            error_code="scoring_error",
+            error_message=f"scoring failed {MAX_ATTEMPTS} times; see worker logs",
+            **free,
+        )
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    )
+    failed_ids = list(failed)
+    outbox.owe(session, [], failed_ids)
+    return requeue, failed_ids
