@@ -2,6 +2,7 @@
 
 from clipmod.actions import Action
 from clipmod.models.base import Base, new_id, utcnow
+from clipmod.models.drafts import PolicyDraft
 from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
 from clipmod.models.policies import (
     ActivationMode,
@@ -27,6 +28,7 @@ __all__ = [
     "ItemEmbedding",
     "ItemStatus",
     "PolicyActivation",
+    "PolicyDraft",
     "PolicyVersion",
     "Role",
     "ShadowVerdict",
