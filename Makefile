@@ -59,7 +59,10 @@ migration: venv ## autogenerate a migration: make migration m="add column x"
 screenshots: venv ## the README's dashboard screenshots (docs/*.png), from a running app with demo data
 	$(BIN)/python -m tests.dashboard.screenshots docs
 
+editor-assets: ## rebuild the policy editor's vendored CodeMirror bundle (needs node + npm)
+	tools/build-editor.sh
+
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration screenshots clean
+.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration screenshots editor-assets clean
