@@ -10,7 +10,8 @@ CodeMirror injects its stylesheet as a `<style>` element, which the dashboard's 
 (`style-src 'self'`). The editor page alone adds a per-response nonce to `style-src`, and
 CodeMirror puts that nonce on its element (`EditorView.cspNonce`); the page's script learns it
 from its own `<script nonce>` (`document.currentScript.nonce`), so no inline script or
-`'unsafe-inline'` is needed anywhere.
+`'unsafe-inline'` is needed anywhere. That stylesheet draws the lint gutter's icons as `data:`
+SVG images, so the page also allows `img-src data:`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Tools:
         self.encoder = validate.CachingEncoder(runtime)
         self.banks = rescore.BankCache()
         self.traffic = validate.TrafficCache()
+        self.scores = validate.ScoreCache()
 
 
 def tools() -> Tools:
@@ -103,6 +105,7 @@ def run_check(db: Session, text: str) -> validate.Validation:
         model_name=services().settings.model,
         traffic=t.traffic.get(db, t.encoder.revision),
         banks=t.banks,
+        scores=t.scores,
     )
 
 
@@ -136,9 +139,11 @@ def editor_page(draft_id: int) -> Any:
             publish_url=url_for("dashboard.publish_draft", draft_id=draft.id),
         )
     )
+    # The nonce admits CodeMirror's <style> element; `data:` images are its lint gutter icons
+    # (inline SVG in that stylesheet). An image, data: or not, runs no script.
     resp.headers["Content-Security-Policy"] = CSP.replace(
         "style-src 'self'", f"style-src 'self' 'nonce-{nonce}'"
-    )
+    ).replace("img-src 'self'", "img-src 'self' data:")
     return resp
 
 

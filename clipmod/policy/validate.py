@@ -13,9 +13,10 @@ embedded again.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from clipmod.models import ItemEmbedding
 from clipmod.policy import lint
 from clipmod.policy.lint import Finding, LintRuntime
 from clipmod.policy.loader import PolicyError, Problem, parse_policy
-from clipmod.policy.rescore import BankCache
+from clipmod.policy.rescore import BankCache, item_scores
 from clipmod.policy.schema import Policy
 from clipmod.policy.traffic import StoredEmbeddings, load_embeddings
 
@@ -90,6 +91,7 @@ def check(
     near_duplicate: float = lint.NEAR_DUPLICATE_COS,
     traffic: StoredEmbeddings | None = None,
     banks: BankCache | None = None,
+    scores: ScoreCache | None = None,
 ) -> Validation:
     """Parse, then lint: a text with problems is not linted (there is no policy to lint)."""
     try:
@@ -106,6 +108,7 @@ def check(
         near_duplicate=near_duplicate,
         traffic=traffic,
         banks=banks,
+        traffic_scores=scores.scores_of(runtime, banks) if scores and runtime else None,
     )
     return Validation(source, policy, findings=findings)
 
@@ -151,6 +154,52 @@ class CachingEncoder:
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)
         return rows
+
+
+def prompt_signature(policy: Policy) -> str:
+    """What a category's scores depend on: its mode, prompts and negatives (with weights), and
+    nothing else, so that moving a threshold keeps the signature."""
+    return json.dumps(
+        [
+            [
+                c.mode,
+                [[p.text, p.weight] for p in c.prompts],
+                [[n.text, n.weight] for n in c.negatives],
+            ]
+            for c in policy.categories
+        ]
+    )
+
+
+class ScoreCache:
+    """The stored items' scores under the newest prompt set: while an editor moves thresholds,
+    lint's traffic checks compare against scores computed once, not once per keystroke (0.3 s
+    per 100k items on the development machine)."""
+
+    def __init__(self) -> None:
+        # The traffic is held, not just named: compared by identity, a freed copy's id could
+        # be reused by a new one.
+        self._emb: StoredEmbeddings | None = None
+        self._key: tuple[str, str] | None = None
+        self._scores: npt.NDArray[np.float32] | None = None
+        self._lock = threading.Lock()
+
+    def scores_of(
+        self, runtime: LintRuntime, banks: BankCache | None
+    ) -> Callable[[Policy, StoredEmbeddings], npt.NDArray[np.float32]]:
+        cache = banks or BankCache()
+
+        def scores(policy: Policy, emb: StoredEmbeddings) -> npt.NDArray[np.float32]:
+            key = (runtime.revision, prompt_signature(policy))
+            with self._lock:
+                if emb is self._emb and key == self._key and self._scores is not None:
+                    return self._scores
+            out = item_scores(cache.get(policy, runtime), emb)
+            with self._lock:
+                self._emb, self._key, self._scores = emb, key, out
+            return out
+
+        return scores
 
 
 class TrafficCache:
