@@ -8,6 +8,7 @@ have an image, and whether the dashboard's blur rule (top score ≥ `CLIPMOD_BLU
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -108,9 +109,11 @@ def start_backtest() -> Any:
         total = _total(db, t.encoder.revision)
 
     def work(job: Job) -> dict[str, Any]:
+        started = time.perf_counter()
         with svc.sessions() as db:
             job.phase = "reading stored traffic"
             emb = window.load_window(db, t.encoder.revision, chosen, progress=job.advance)
+            read = time.perf_counter() - started
             job.phase = "scoring"
             report = backtest.backtest(
                 db,
@@ -125,6 +128,9 @@ def start_backtest() -> Any:
             body = report.to_dict()
             body["window"] = chosen.describe()
             body["examples"] = _examples(db, ids, svc.settings.blur_at, links)
+            # The whole job, as the page waits for it: reading the window, then the backtest.
+            body["timings"] = {"window_s": read, **report.timings}
+            body["elapsed_s"] = time.perf_counter() - started
             return body
 
     job = jobs().start(me().id, total, work)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clipmod.errors import InvalidInput
@@ -48,12 +48,32 @@ def _tenant_id(session: Session, name: str | None) -> int | None:
     return tenant_id
 
 
+def _stored(session: Session, revision: str, window: Window, tenant_id: int | None) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(ItemEmbedding)
+        .join(Item, Item.id == ItemEmbedding.item_id)
+        .where(ItemEmbedding.model_revision == revision)
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(Item.tenant_id == tenant_id)
+    if window.since:
+        stmt = stmt.where(Item.created_at >= as_utc(window.since))
+    return int(session.scalar(stmt) or 0)
+
+
 def _wanted_ids(
     session: Session, revision: str, window: Window, tenant_id: int | None
 ) -> tuple[set[str] | None, datetime | None]:
     """The item ids the window holds (None: no id filter needed) and the earliest moment to read."""
     if not window.last and not window.until:
         return None, window.since
+    if (
+        window.last
+        and not window.until
+        and _stored(session, revision, window, tenant_id) <= window.last
+    ):
+        return None, window.since  # "the last 100,000" of fewer: all of them, no id list needed
     stmt = (
         select(Item.id, Item.created_at)
         .join(ItemEmbedding, ItemEmbedding.item_id == Item.id)
