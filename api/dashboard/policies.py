@@ -216,7 +216,7 @@ def diff_page() -> Any:
             left = db.get(PolicyVersion, right.parent_id) if right.parent_id else right
         context: dict[str, Any] = {"versions": rows, "left": left, "right": right}
         if left is not None and right is not None:
-            context["rows"] = diff.side_by_side(left.yaml_text, right.yaml_text)
+            context["rows"] = diff.folded(diff.side_by_side(left.yaml_text, right.yaml_text))
             context["words"] = diff.in_words(versions.load(left), versions.load(right))
     return render_template("policy_diff.html", title="Compare versions", **context)
 

@@ -56,6 +56,25 @@ def side_by_side(left: str, right: str) -> list[Row]:
     return rows
 
 
+def folded(rows: list[Row], context: int = 3) -> list[Row | int]:
+    """The rows with long unchanged runs replaced by their length: a threshold edit in a
+    350-line policy reads as the few lines around it, not as the whole file twice."""
+    near = [False] * len(rows)
+    for i, row in enumerate(rows):
+        if row.kind != "same":
+            for j in range(max(0, i - context), min(len(rows), i + context + 1)):
+                near[j] = True
+    out: list[Row | int] = []
+    for row, keep in zip(rows, near, strict=True):
+        if keep:
+            out.append(row)
+        elif out and isinstance(out[-1], int):
+            out[-1] += 1
+        else:
+            out.append(1)
+    return out
+
+
 def _texts(prompts: list[str]) -> str:
     return ", ".join(repr(p) for p in prompts)
 

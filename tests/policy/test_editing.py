@@ -88,5 +88,7 @@ def test_diff_side_by_side_and_in_words() -> None:
         "tenant acme: override added"
     ]
     assert diff.in_words(parse_policy(before), parse_policy(before)) == []
+    shown = diff.folded(rows, context=1)
+    assert [r for r in shown if isinstance(r, int)] == [4, 1]  # only lines 1-4 and 9 fold
     added = diff.side_by_side("a\n", "a\nb\nc\n")
     assert [(r.kind, r.right_no) for r in added] == [("same", 1), ("added", 2), ("added", 3)]
