@@ -85,6 +85,8 @@ def test_drafts_are_saved_per_person_and_survive_a_reload(
     nonce = html.split("editor.js")[1].split('nonce="')[1].split('"')[0]
     csp = page.headers["Content-Security-Policy"]
     assert f"style-src 'self' 'nonce-{nonce}'" in csp and "script-src 'self';" in csp
+    assert "img-src 'self' data:;" in csp  # CodeMirror's lint icons; other pages keep 'self'
+    assert "img-src 'self';" in client.get("/dashboard/policies").headers["Content-Security-Policy"]
     edited = DEMO.replace("block_at: 0.76", "block_at: 0.9")
     checked = _json(client, url + "/check", token, {"yaml": edited})
     assert checked.status_code == 200 and checked.json["saved"] is True

@@ -91,7 +91,7 @@
   let view = null;
   const jump = (line, column) => {
     const pos = posOf(view.state.doc, line, column);
-    view.dispatch({ selection: { anchor: pos }, scrollIntoView: true });
+    view.dispatch({ selection: { anchor: pos }, effects: CM.EditorView.scrollIntoView(pos, { y: "center" }) });
     view.focus();
   };
 
