@@ -39,9 +39,10 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## throughput benchmarks (pipeline vs bare forward; policy backtest)
+bench: venv ## throughput benchmarks (pipeline vs bare forward; policy backtest; policy editor)
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.editor
 
 eval: venv ## evaluate the bundled demo model and policy
 	$(BIN)/clipmod eval
@@ -56,7 +57,7 @@ migration: venv ## autogenerate a migration: make migration m="add column x"
 	d=$$(mktemp -d); CLIPMOD_DATA_DIR=$$d $(BIN)/alembic upgrade head && \
 	  CLIPMOD_DATA_DIR=$$d $(BIN)/alembic revision --autogenerate -m "$(m)"
 
-screenshots: venv ## the README's dashboard screenshots (docs/*.png), from a running app with demo data
+screenshots: venv ## the README's dashboard and policy-editor screenshots (docs/*.png), from a running app with demo data
 	$(BIN)/python -m tests.dashboard.screenshots docs
 
 editor-assets: ## rebuild the policy editor's vendored CodeMirror bundle (needs node + npm)
