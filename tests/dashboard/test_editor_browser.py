@@ -91,7 +91,7 @@ def test_the_editing_loop(stack: live.Live, new_page: NewPage) -> None:
     with page.expect_navigation():
         page.click("header nav >> text=Policies")
     with page.expect_navigation():
-        page.click("tr[data-version='demo@1'] button.edit")
+        page.click("#in-force tr[data-scope='everyone'] button.edit-active")
     expect(page.locator(".cm-editor")).to_be_visible()
     wait_checked(page)
     expect(page.locator("#publish")).to_be_enabled()
