@@ -245,6 +245,14 @@ def test_backtest_job_suggest_and_apply(
     assert moved and moved <= set(ids)
     example = result["examples"][next(iter(moved))]
     assert example["href"] == f"/dashboard/items/{example['id']}" and example["image"] is None
+    span = {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z", "tenant": "acme"}
+    early = _json(client, "/dashboard/policies/backtest", token, {"yaml": strict, **span}).json
+    while early["status"] == "running":
+        early = client.get(early["poll"]).json
+    assert early["result"]["items"] == 0  # the page's datetime-local values parse; none then
+    assert early["result"]["window"] == (
+        "all stored items of tenant acme from 2026-01-01 00:00 UTC until 2026-01-02 00:00 UTC"
+    )
     bad = _json(client, "/dashboard/policies/backtest", token, {"yaml": "name: [", "last": 10})
     assert bad.status_code == 422 and bad.json["markers"][0]["message"].startswith("YAML syntax")
     other = client.get(
