@@ -39,9 +39,10 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## benchmarks: pipeline vs bare forward, policy backtest, intake/bare + idle latency
+bench: venv ## benchmarks: pipeline vs bare forward, policy backtest, policy editor, intake/bare + idle latency
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.editor
 	.ci/services start
 	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.intake; rc=$$?; \
 	  .ci/services stop; exit $$rc
@@ -59,10 +60,13 @@ migration: venv ## autogenerate a migration: make migration m="add column x"
 	d=$$(mktemp -d); CLIPMOD_DATA_DIR=$$d $(BIN)/alembic upgrade head && \
 	  CLIPMOD_DATA_DIR=$$d $(BIN)/alembic revision --autogenerate -m "$(m)"
 
-screenshots: venv ## the README's dashboard screenshots (docs/*.png), from a running app with demo data
+screenshots: venv ## the README's dashboard and policy-editor screenshots (docs/*.png), from a running app with demo data
 	$(BIN)/python -m tests.dashboard.screenshots docs
+
+editor-assets: ## rebuild the policy editor's vendored CodeMirror bundle (needs node + npm)
+	tools/build-editor.sh
 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration screenshots clean
+.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration screenshots editor-assets clean

@@ -1,4 +1,4 @@
-"""`/v1/policies`: publish, inspect, activate, lint and backtest policy versions; admin keys only.
+"""`/v1/policies`: publish, inspect, activate, stop shadow runs, lint and backtest; admin keys only.
 
 Lint and backtest need prompt embeddings, so they need the model's text encoder, which the API
 process otherwise never loads (scoring is the workers' job). The first such request loads the
@@ -24,8 +24,9 @@ from api.services import services
 from api.validation import validate
 from clipmod.errors import InvalidInput
 from clipmod.models import PolicyVersion
-from clipmod.policy import backtest, lint, rescore, versions
-from clipmod.policy.loader import parse_policy
+from clipmod.policy import backtest, lint, rescore, ship, versions
+from clipmod.policy import validate as policy_validation
+from clipmod.policy.loader import PolicyError, parse_policy
 from clipmod.policy.versions import activations_by_version, get_version, version_json
 
 bp = Blueprint("policies", __name__, url_prefix="/v1/policies")
@@ -92,9 +93,17 @@ def _banks() -> rescore.BankCache:
     return current_app.extensions.setdefault(BANKS_KEY, rescore.BankCache())  # type: ignore[no-any-return]
 
 
+class StopBody(_Strict):
+    tenants: list[str] = Field(default_factory=list)
+
+
+def _actor() -> ship.Actor:
+    return ship.Actor(f"api:{g.tenant.name}")
+
+
 def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[str, Any]:
-    done = versions.activate_by_name(
-        session, version, by=f"api:{g.tenant.name}", tenant_names=scope.tenants, shadow=scope.shadow
+    done = ship.activate(
+        session, version, actor=_actor(), tenant_names=scope.tenants, shadow=scope.shadow
     )
     return {"mode": done.mode.value, "tenants": done.tenants or None}
 
@@ -103,9 +112,7 @@ def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[st
 def publish() -> tuple[Response, int]:
     body = _body(PublishBody)
     with services().sessions() as session, session.begin():
-        published = versions.publish(
-            session, body.yaml, author=f"api:{g.tenant.name}", source=SOURCE
-        )
+        published = ship.publish(session, body.yaml, actor=_actor(), source=SOURCE)
         activated = _activate(session, published.version, body) if body.activate else None
         where = activations_by_version(session).get(published.version.id, [])
         reply = {
@@ -142,21 +149,32 @@ def activate(ref: str) -> Response:
         return jsonify({"version": version_json(version, where), "activated": activated})
 
 
+@bp.post("/shadow/stop")
+def stop_shadow() -> Response:
+    """End the shadow run of the named tenants (or everyone's); 409 `no_shadow_run` if none."""
+    body = _body(StopBody, optional=True)
+    with services().sessions() as session, session.begin():
+        stopped = ship.stop_shadow(session, actor=_actor(), tenant_names=body.tenants)
+    return jsonify({"stopped": stopped, "tenants": body.tenants or None})
+
+
 @bp.post("/lint")
 def lint_policy() -> Response:
     body = _body(LintBody)
-    policy = parse_policy(body.yaml, source=SOURCE)
+    parse_policy(body.yaml, source=SOURCE)  # an invalid text is refused before the model loads
     runtime = policy_runtime()
     with services().sessions() as session:
-        findings = lint.lint(
-            policy,
+        result = policy_validation.check(
+            body.yaml,
+            source=SOURCE,
             runtime=runtime,
             session=session,
             model_name=services().settings.model,
-            yaml_text=body.yaml,
-            source=SOURCE,
             near_duplicate=body.near_duplicate,
         )
+    if result.problems:
+        raise PolicyError(result.problems)
+    findings = result.findings
     errors = sum(f.severity == "error" for f in findings)
     return jsonify(
         {

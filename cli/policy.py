@@ -1,4 +1,4 @@
-"""`clipmod policy …`: publish, activate, inspect, lint, backtest, shadow-report and suggest.
+"""`clipmod policy …`: publish, activate, inspect, lint, backtest, shadow runs and suggest.
 
 Every command opens the database from `CLIPMOD_*` settings; lint, backtest and suggest also load
 the worker's model (`CLIPMOD_MODEL`), only to embed prompts: stored traffic is re-scored from
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from cli.common import database, guarded, load_runtime, load_settings, print_json
 from clipmod.errors import ClipmodError
 from clipmod.models import ItemEmbedding, PolicyVersion
-from clipmod.policy import versions
+from clipmod.policy import ship, versions
 from clipmod.policy.loader import load_policy_file
 
 
@@ -60,9 +60,13 @@ def _scopes(where: list[dict[str, Any]]) -> str:
 # -- versions ---------------------------------------------------------------------------------
 
 
-def _activate(session: Session, version: PolicyVersion, args: argparse.Namespace, by: str) -> str:
-    done = versions.activate_by_name(
-        session, version, by=by, tenant_names=args.tenant or [], shadow=args.shadow
+def _actor(args: argparse.Namespace) -> ship.Actor:
+    return ship.Actor(args.author or f"cli:{getpass.getuser()}")
+
+
+def _activate(session: Session, version: PolicyVersion, args: argparse.Namespace) -> str:
+    done = ship.activate(
+        session, version, actor=_actor(args), tenant_names=args.tenant or [], shadow=args.shadow
     )
     scope = ", ".join(done.tenants) or "everyone"
     return f"{version.label} is now {done.mode.value} for {scope}"
@@ -71,9 +75,8 @@ def _activate(session: Session, version: PolicyVersion, args: argparse.Namespace
 @guarded
 def cmd_publish(args: argparse.Namespace) -> int:
     _, text = load_policy_file(args.file)
-    author = args.author or f"cli:{getpass.getuser()}"
     with database(load_settings()) as session:
-        published = versions.publish(session, text, author=author, source=args.file)
+        published = ship.publish(session, text, actor=_actor(args), source=args.file)
         version = published.version
         if published.created:
             parent = session.get(PolicyVersion, version.parent_id) if version.parent_id else None
@@ -84,7 +87,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         else:
             print(f"{version.label} is already published with this exact content (id {version.id})")
         if not args.no_activate:
-            print(_activate(session, version, args, author))
+            print(_activate(session, version, args))
     return 0
 
 
@@ -92,7 +95,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_activate(args: argparse.Namespace) -> int:
     with database(load_settings()) as session:
         version = versions.get_version(session, args.ref)
-        print(_activate(session, version, args, args.author or f"cli:{getpass.getuser()}"))
+        print(_activate(session, version, args))
+    return 0
+
+
+@guarded
+def cmd_shadow_stop(args: argparse.Namespace) -> int:
+    with database(load_settings()) as session:
+        stopped = ship.stop_shadow(session, actor=_actor(args), tenant_names=args.tenant or [])
+    scope = ", ".join(args.tenant or []) or "everyone"
+    print(f"stopped the shadow run of {', '.join(stopped)} for {scope}")
     return 0
 
 
@@ -133,26 +145,30 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_lint(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from clipmod.policy import lint
+    from clipmod.policy import lint, validate
+    from clipmod.policy.loader import PolicyError, parse_policy, read_policy_file
 
-    policy, text = load_policy_file(args.file)
+    text = read_policy_file(args.file)
+    parse_policy(text, source=args.file)  # an invalid file fails before the model loads
     settings = load_settings()
     runtime = None if args.no_model else load_runtime(settings)
     run = functools.partial(
-        lint.lint,
-        policy,
+        validate.check,
+        text,
         runtime=runtime,
         model_name=settings.model,
-        yaml_text=text,
         source=args.file,
         near_duplicate=args.near_duplicate,
     )
     try:
         with database(settings) as session:
-            findings = run(session=session)
+            result = run(session=session)
     except SQLAlchemyError as exc:  # no database yet: lint what can be linted without one
         print(f"clipmod: database unavailable, traffic checks skipped ({exc})", file=sys.stderr)
-        findings = run()
+        result = run()
+    if result.problems:
+        raise PolicyError(result.problems)
+    findings = result.findings
     status = lint.exit_status(findings, strict=args.strict)
     errors = sum(f.severity == "error" for f in findings)
     if args.json:
@@ -313,6 +329,10 @@ def register(subparsers: Any) -> None:
     bt.add_argument("--examples", type=int, default=5, help="example item ids per transition")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
     bt.set_defaults(func=cmd_backtest)
+
+    stop = sub.add_parser("shadow-stop", help="end a shadow run (for everyone, or --tenant)")
+    scoped(stop)
+    stop.set_defaults(func=cmd_shadow_stop)
 
     sr = sub.add_parser("shadow-report", help="shadow verdicts vs the real ones")
     sr.add_argument("--version", default=None, help="only this shadow version (name@N or id)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api.dashboard import auditlog, auth, media, searching, views
+from api.dashboard import auditlog, auth, backtests, editor, media, policies, searching, views
 from api.dashboard.shell import add_nav, admin_required, bp, configure, me
 from clipmod.settings import Settings
 
@@ -18,10 +18,13 @@ __all__ = [
     "admin_required",
     "auditlog",
     "auth",
+    "backtests",
     "bp",
+    "editor",
     "init_app",
     "me",
     "media",
+    "policies",
     "searching",
     "views",
 ]

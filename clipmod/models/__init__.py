@@ -2,6 +2,7 @@
 
 from clipmod.actions import Action
 from clipmod.models.base import Base, as_utc, new_id, utcnow
+from clipmod.models.drafts import PolicyDraft
 from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
 from clipmod.models.platform import (
     Delivery,
@@ -38,6 +39,7 @@ __all__ = [
     "ItemEmbedding",
     "ItemStatus",
     "PolicyActivation",
+    "PolicyDraft",
     "PolicyVersion",
     "Role",
     "SecretPurpose",

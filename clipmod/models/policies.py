@@ -16,6 +16,9 @@ from clipmod.models.base import Base, Timestamp, enum_by_value, utcnow
 class ActivationMode(enum.StrEnum):
     ACTIVE = "active"
     SHADOW = "shadow"
+    # Ends a scope's shadow run: the row names the version that was shadowing, for the history.
+    # (Stored as a string in a VARCHAR(16) with no CHECK constraint, so it needed no migration.)
+    SHADOW_STOP = "shadow_stop"
 
 
 class PolicyVersion(Base):

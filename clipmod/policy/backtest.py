@@ -75,11 +75,20 @@ def backtest(
     examples: int = 5,
     banks: BankCache | None = None,
     progress: Progress | None = None,
+    traffic: StoredEmbeddings | None = None,
 ) -> BacktestReport:
-    """Re-score stored traffic under `draft` and under what is active now; compare the two."""
+    """Re-score stored traffic under `draft` and under what is active now; compare the two.
+
+    `traffic` is stored traffic already read (a narrower window than `since`, see
+    `clipmod.policy.window`); without it, everything since `since` is read here.
+    """
     started = time.perf_counter()
     banks = banks or BankCache()
-    emb = load_embeddings(session, encoder.revision, since=since, progress=progress)
+    emb = (
+        traffic
+        if traffic is not None
+        else load_embeddings(session, encoder.revision, since=since, progress=progress)
+    )
     loaded = time.perf_counter()
     n = len(emb)
     groups = baseline_groups(session, emb, against) if n else []

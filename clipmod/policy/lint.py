@@ -21,12 +21,13 @@ Exit status of `clipmod policy lint`: 0 clean (or warnings only), 1 warnings wit
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,10 +36,10 @@ from clipmod.bundled import declared_model_id
 from clipmod.models import Tenant
 from clipmod.policy import scoring
 from clipmod.policy.loader import node_at
-from clipmod.policy.rescore import item_scores
+from clipmod.policy.rescore import BankCache, item_scores
 from clipmod.policy.schema import Category, Policy
 from clipmod.policy.scoring import TextEncoder
-from clipmod.policy.traffic import load_embeddings
+from clipmod.policy.traffic import StoredEmbeddings, load_embeddings
 from clipmod.text import BODY_TOKENS
 
 NEAR_DUPLICATE_COS = 0.95
@@ -90,14 +91,30 @@ def lint(
     source: str = "<policy>",
     near_duplicate: float = NEAR_DUPLICATE_COS,
     min_traffic: int = MIN_TRAFFIC,
+    traffic: StoredEmbeddings | None = None,
+    banks: BankCache | None = None,
+    traffic_scores: Callable[[Policy, StoredEmbeddings], npt.NDArray[np.float32]] | None = None,
 ) -> list[Finding]:
-    """Every finding for `policy`, errors first; positioned when `yaml_text` is given."""
+    """Every finding for `policy`, errors first; positioned when `yaml_text` is given.
+
+    `traffic` (the stored embeddings, already read), `banks` and `traffic_scores` (the stored
+    items' scores under the policy's prompts, perhaps remembered) let a caller that lints on
+    every pause in typing (the editor) skip re-reading history and re-scoring it when only
+    thresholds changed. They change no finding.
+    """
     findings = [*_structure(policy), *_model_name(policy, runtime, model_name)]
     if runtime is not None:
         findings += _tokens(policy, runtime)
         findings += _similar_prompts(policy, runtime, near_duplicate)
         if session is not None:
-            findings += _traffic(policy, runtime, session, min_traffic)
+            emb = traffic if traffic is not None else load_embeddings(session, runtime.revision)
+            if traffic_scores is None:
+                cache = banks or BankCache()
+
+                def traffic_scores(p: Policy, e: StoredEmbeddings) -> npt.NDArray[np.float32]:
+                    return item_scores(cache.get(p, runtime), e)
+
+            findings += _traffic(policy, emb, min_traffic, traffic_scores)
     if session is not None:
         known = set(session.scalars(select(Tenant.name)))
         findings += [
@@ -280,17 +297,16 @@ def _similar_prompts(policy: Policy, runtime: LintRuntime, limit: float) -> Iter
 
 
 def _traffic(
-    policy: Policy, runtime: LintRuntime, session: Session, min_traffic: int
+    policy: Policy,
+    emb: StoredEmbeddings,
+    min_traffic: int,
+    scores_of: Callable[[Policy, StoredEmbeddings], npt.NDArray[np.float32]],
 ) -> Iterator[Finding]:
     """Thresholds outside the range of scores this policy gives the stored traffic."""
-    emb = load_embeddings(session, runtime.revision)
     n = len(emb)
     if n < min_traffic:
         return
-    bank = scoring.build_bank(
-        policy, lambda texts: runtime.encode_texts(texts), runtime.logit_scale
-    )
-    scores = item_scores(bank, emb)
+    scores = scores_of(policy, emb)
     lo, hi = scores.min(axis=0), scores.max(axis=0)
     for i, cat in enumerate(policy.categories):
         seen = f"scores seen on {n} stored items: {lo[i]:.3f} to {hi[i]:.3f}"

@@ -17,6 +17,11 @@ from pydantic import ValidationError
 from clipmod.errors import ClipmodError
 from clipmod.policy.schema import Policy
 
+# The largest policy text: the demo policy is 14 KB, and 64 categories of 256 prompts each fit
+# in well under this. A bigger text is a paste of something else; refusing it before YAML
+# parsing keeps a 5 MB paste from costing a parse on every keystroke of the editor.
+MAX_POLICY_BYTES = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -123,8 +128,36 @@ def _problems_from(exc: ValidationError, root: yaml.Node | None, source: str) ->
     return problems
 
 
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
+
+
+def text_bytes(text: str) -> int:
+    """The text's size in UTF-8 (lone surrogates, which JSON can carry, counted too)."""
+    return len(text.encode("utf-8", errors="surrogatepass"))
+
+
+def check_size(text: str, source: str = "<policy>") -> None:
+    """Refuse a text over `MAX_POLICY_BYTES` with one problem at its start."""
+    size = text_bytes(text)
+    if size > MAX_POLICY_BYTES:
+        raise PolicyError(
+            [
+                Problem(
+                    source,
+                    1,
+                    1,
+                    "",
+                    f"the policy is {_size(size)}; the limit is {MAX_POLICY_BYTES / 2**20:g} MiB "
+                    f"({MAX_POLICY_BYTES:,} bytes): was something else pasted?",
+                )
+            ]
+        )
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate YAML text; raise `PolicyError` listing every problem with its position."""
+    check_size(text, source)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -146,11 +179,18 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise PolicyError(_problems_from(exc, root, source)) from None
 
 
-def load_policy_file(path: str | Path) -> tuple[Policy, str]:
-    """Read and validate a policy file; returns the policy and its exact text (for versioning)."""
+def read_policy_file(path: str | Path) -> str:
+    """A policy file's exact text (it is what gets versioned), or a `PolicyError` saying why not."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError([Problem(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError([Problem(str(path), 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from None
+
+
+def load_policy_file(path: str | Path) -> tuple[Policy, str]:
+    """Read and validate a policy file; returns the policy and its exact text (for versioning)."""
+    text = read_policy_file(path)
     return parse_policy(text, source=str(path)), text

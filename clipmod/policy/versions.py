@@ -2,7 +2,9 @@
 
 A version is immutable and identified by (name, version); publishing the same text again is a
 no-op that returns the existing version. Which version applies to a tenant is the newest
-activation for that tenant, else the newest activation for everyone.
+activation for that tenant, else the newest activation for everyone. A shadow run ends with a
+`SHADOW_STOP` row in its scope: the scope then has no shadow of its own (a tenant falls back to
+everyone's, as it does for an active version), and the history keeps what ran when.
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clipmod.errors import InvalidInput, NotFound
+from clipmod.errors import ClipmodError, InvalidInput, NotFound
 from clipmod.models import ActivationMode, PolicyActivation, PolicyVersion, Tenant
 from clipmod.policy.loader import content_hash, parse_policy
 from clipmod.policy.schema import Policy
+
+# A scope's shadow run is ended by a stop row of this mode.
+STOPPED_BY = {ActivationMode.SHADOW: ActivationMode.SHADOW_STOP}
+
+
+class PublishConflict(ClipmodError):
+    """Two publishes of one policy raced; the unique constraints let exactly one of them in."""
+
+    code, status = "publish_conflict", 409
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,29 @@ def publish(
     session: Session, yaml_text: str, *, author: str, source: str = "<policy>"
 ) -> Published:
     """Validate and store a version (no-op if this exact text is already a version of it)."""
+    return store(session, plan(session, yaml_text, author=author, source=source))
+
+
+def store(session: Session, planned: Published) -> Published:
+    """Insert a planned version. If another publish took its number (or its text) since it was
+    planned, the unique constraints refuse it and nothing of it is stored."""
+    if not planned.created:
+        return planned
+    session.add(planned.version)
+    try:
+        session.flush()
+    except IntegrityError:
+        label = planned.version.label
+        raise PublishConflict(
+            f"someone else published {planned.version.name!r} at the same moment ({label} or "
+            "this exact text is taken now); nothing was published: reload the versions and "
+            "publish again"
+        ) from None
+    return planned
+
+
+def plan(session: Session, yaml_text: str, *, author: str, source: str = "<policy>") -> Published:
+    """The version `publish` would store (not yet added), or the existing one with this text."""
     policy = parse_policy(yaml_text, source=source)
     digest = content_hash(yaml_text)
     existing = session.scalar(
@@ -53,8 +88,6 @@ def publish(
         author=author,
         parent_id=latest.id if latest else None,
     )
-    session.add(version)
-    session.flush()
     return Published(version, created=True)
 
 
@@ -80,24 +113,36 @@ def activate(
     session.flush()
 
 
+def own_activation(
+    session: Session, tenant_id: int | None, mode: ActivationMode
+) -> PolicyActivation | None:
+    """The newest row of one scope (a tenant, or None: everyone) for `mode` or its stop."""
+    cond = (
+        PolicyActivation.tenant_id.is_(None)
+        if tenant_id is None
+        else PolicyActivation.tenant_id == tenant_id
+    )
+    modes = [mode, *([STOPPED_BY[mode]] if mode in STOPPED_BY else [])]
+    return session.scalar(
+        select(PolicyActivation)
+        .where(cond, PolicyActivation.mode.in_(modes))
+        .order_by(PolicyActivation.activated_at.desc(), PolicyActivation.id.desc())
+        .limit(1)
+    )
+
+
 def resolve(
     session: Session, tenant_id: int | None, mode: ActivationMode = ActivationMode.ACTIVE
 ) -> PolicyVersion | None:
-    """The version that applies to a tenant now: its own activation first, then the global one."""
+    """The version that applies to a tenant now: its own activation first, then the global one.
+
+    A scope whose newest row is a stop has none of its own, and a tenant falls back to the
+    global scope as if it had never had one.
+    """
     for scope in ([tenant_id] if tenant_id is not None else []) + [None]:
-        cond = (
-            PolicyActivation.tenant_id.is_(None)
-            if scope is None
-            else PolicyActivation.tenant_id == scope
-        )
-        version_id = session.scalar(
-            select(PolicyActivation.policy_version_id)
-            .where(cond, PolicyActivation.mode == mode)
-            .order_by(PolicyActivation.activated_at.desc(), PolicyActivation.id.desc())
-            .limit(1)
-        )
-        if version_id is not None:
-            return session.get(PolicyVersion, version_id)
+        row = own_activation(session, scope, mode)
+        if row is not None and row.mode == mode:
+            return session.get(PolicyVersion, row.policy_version_id)
     return None
 
 
@@ -170,17 +215,55 @@ def activate_by_name(
     return Activated(mode, [t.name for t in tenants])
 
 
+def stop_shadow(session: Session, *, by: str, tenants: list[Tenant] | None = None) -> Activated:
+    """End the shadow run of each named scope (or everyone's), all or nothing.
+
+    A scope without a shadow run of its own is refused with a message saying so (and whose run
+    it follows instead), before any row is written.
+    """
+    scopes: list[Tenant | None] = list(tenants) if tenants else [None]
+    running = []
+    for tenant in scopes:
+        row = own_activation(session, tenant.id if tenant else None, ActivationMode.SHADOW)
+        if row is None or row.mode != ActivationMode.SHADOW:
+            who = f"tenant {tenant.name!r}" if tenant else "everyone"
+            inherited = resolve(session, tenant.id, ActivationMode.SHADOW) if tenant else None
+            also = f"; it follows everyone's ({inherited.label})" if inherited else ""
+            raise ClipmodError(
+                f"no shadow run of its own for {who}{also}: nothing was stopped",
+                code="no_shadow_run",
+                status=409,
+            )
+        running.append((tenant, row.policy_version_id))
+    for tenant, version_id in running:
+        session.add(
+            PolicyActivation(
+                policy_version_id=version_id,
+                tenant_id=tenant.id if tenant else None,
+                mode=ActivationMode.SHADOW_STOP,
+                activated_by=by,
+            )
+        )
+    session.flush()
+    return Activated(ActivationMode.SHADOW_STOP, [t.name for t in scopes if t is not None])
+
+
 def activations_by_version(session: Session) -> dict[int, list[dict[str, Any]]]:
     """Where each version is in force now: `{version_id: [{"tenant", "mode"}]}`.
 
-    The newest activation per (tenant, mode) wins, as in `resolve`.
+    The newest activation per (tenant, mode) wins, as in `resolve`; a stop row ends its scope's
+    shadow run.
     """
     names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
+    stops = {stop: mode for mode, stop in STOPPED_BY.items()}
     latest: dict[tuple[int | None, ActivationMode], int] = {}
     for row in session.scalars(
         select(PolicyActivation).order_by(PolicyActivation.activated_at, PolicyActivation.id)
     ):
-        latest[(row.tenant_id, row.mode)] = row.policy_version_id
+        if row.mode in stops:
+            latest.pop((row.tenant_id, stops[row.mode]), None)
+        else:
+            latest[(row.tenant_id, row.mode)] = row.policy_version_id
     out: dict[int, list[dict[str, Any]]] = {}
     for (tenant_id, mode), version_id in sorted(
         latest.items(), key=lambda kv: (kv[0][0] is not None, kv[0][0] or 0, kv[0][1])

@@ -33,7 +33,14 @@ ACTIONS = (
     "search",
     "similar",
     "user_created",
+    # policy changes (clipmod.policy.ship), from the editor, the CLI or the API
+    "policy_publish",
+    "policy_activate",
+    "policy_rollback",
+    "policy_shadow",
+    "policy_shadow_stop",
 )
+POLICY_ACTIONS = tuple(a for a in ACTIONS if a.startswith("policy_"))
 
 
 def record(
@@ -65,6 +72,7 @@ class AuditFilter:
     item_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    actions: tuple[str, ...] = ()  # any of these (the policy history)
 
 
 def _query(filt: AuditFilter) -> Select[AuditEvent, str]:
@@ -73,6 +81,8 @@ def _query(filt: AuditFilter) -> Select[AuditEvent, str]:
         stmt = stmt.where(AuditEvent.actor.contains(filt.actor.strip().lower(), autoescape=True))
     if filt.action:
         stmt = stmt.where(AuditEvent.action == filt.action)
+    if filt.actions:
+        stmt = stmt.where(AuditEvent.action.in_(filt.actions))
     if filt.item_id:
         stmt = stmt.where(AuditEvent.item_id == filt.item_id.strip())
     if filt.since:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,15 @@ def test_wheel_install_runs_migrations_and_eval_from_elsewhere(tmp_path: Path) -
         cwd=tmp_path,
     )
     wheel = next(wheels.glob("clipmod-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        shipped = set(whl.namelist())
+    editor = {  # the policy editor runs from the installed package, with its licences
+        "api/dashboard/static/vendor/codemirror.js",
+        "api/dashboard/static/vendor/codemirror.LICENSES.txt",
+        "api/dashboard/static/editor.js",
+        "api/dashboard/templates/policy_editor.html",
+    }
+    assert editor <= shipped, sorted(editor - shipped)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"

@@ -1,8 +1,9 @@
-"""`make screenshots`: the README's two dashboard pictures, from the running app.
+"""`make screenshots`: the README's dashboard pictures, from the running app.
 
 Starts the real service (worker + `clipmod serve`) on a fresh embedded database, seeds it the
 way a team would (keys, people, the review-heavy demo policy, sample uploads, a moderator's
-decisions in the browser), then photographs the queue and an item page at 1280x800.
+decisions in the browser), then photographs the queue and an item page at 1280x800, and the
+policy editor (`editor_screens`).
 
     python -m tests.dashboard.screenshots docs/
 """
@@ -18,7 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from clipmod import migrate
 from tests.conftest import make_settings
-from tests.dashboard import live
+from tests.dashboard import editor_screens, live
 
 VIEWPORT = {"width": 1280, "height": 800}
 TEXTS = [
@@ -68,6 +69,7 @@ def seed(stack: live.Live) -> None:
 def main(out_dir: str) -> int:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    written = [out / "dashboard-queue.png", out / "dashboard-item.png"]
     with tempfile.TemporaryDirectory() as tmp:
         settings = make_settings(Path(tmp))
         migrate.upgrade(settings)
@@ -95,12 +97,11 @@ def main(out_dir: str) -> int:
                 page.keyboard.press(" ")
                 settle(page)
                 page.screenshot(path=str(out / "dashboard-item.png"), full_page=True)
+                written += editor_screens.shoot(browser, stack.url, "admin@example.com", out)
                 browser.close()
         finally:
             stack.stop()
-    print(
-        json.dumps({"written": [str(out / "dashboard-queue.png"), str(out / "dashboard-item.png")]})
-    )
+    print(json.dumps({"written": [str(p) for p in written]}))
     return 0
 
 
