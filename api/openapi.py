@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from api import schemas as s
 from api.decisions import DecisionBody
 from api.intake import UploadFields
-from api.policies import BacktestBody, LintBody, PublishBody, Scope
+from api.policies import BacktestBody, LintBody, PublishBody, Scope, StopBody
 
 bp = Blueprint("openapi", __name__, url_prefix="/v1")
 KEY = "clipmod.openapi"
@@ -131,6 +131,13 @@ OPERATIONS: dict[str, Op] = {
     ),
     "policies.activate": Op(
         "Put a version in force", {200: s.ActivateOut}, (404, 422), Scope, auth="admin"
+    ),
+    "policies.stop_shadow": Op(
+        "Stop the shadow run of the named tenants (or everyone's)",
+        {200: s.StopShadowOut},
+        (409, 422),
+        StopBody,
+        auth="admin",
     ),
     "policies.lint_policy": Op("Lint a draft", {200: s.LintOut}, (422,), LintBody, auth="admin"),
     "policies.backtest_policy": Op(

@@ -257,6 +257,11 @@ class ActivateOut(_Out):
     activated: dict[str, Any]
 
 
+class StopShadowOut(_Out):
+    stopped: list[str] = Field(description="The shadow versions that stopped running, by label.")
+    tenants: list[str] | None = Field(description="The scope: these tenants, or null: everyone.")
+
+
 class VersionList(_Out):
     versions: list[PolicyVersionOut]
 

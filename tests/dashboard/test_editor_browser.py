@@ -10,6 +10,7 @@ verdicts the worker gave, never from the editor's own numbers.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -159,6 +160,9 @@ def test_the_editing_loop(stack: live.Live, new_page: NewPage) -> None:
     with page.expect_navigation():
         row.locator("button.shadow").click()
     expect(page.locator(".flash.ok")).to_contain_text("demo@2 now runs in shadow for everyone")
+    # Workers pick a new activation up within CLIPMOD_POLICY_REFRESH_S (0.5 s in these tests),
+    # and an idle worker scores an upload at once: let the refresh happen first.
+    time.sleep(1.5)
     fresh = stack.upload(TENANT, live.world_images(range(340, 370)))
     shadowed = weapons_only_blocks(stack.wait_scored(TENANT, fresh))
     assert shadowed, "the new traffic must hold items blocked for weapons alone"
