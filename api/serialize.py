@@ -25,6 +25,7 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
         },
         "model": {"name": verdict.model_name, "revision": verdict.model_revision},
         "categories": verdict.categories,
+        "bank_match": verdict.bank_match,
         "scored_at": iso(verdict.scored_at),
     }
 

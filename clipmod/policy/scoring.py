@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from clipmod.actions import Action
+from clipmod.policy import banks as bank_rule
+from clipmod.policy.banks import BankMatch, BankScores, BankSet
 from clipmod.policy.schema import Category, Policy
 
 F32 = npt.NDArray[np.float32]
@@ -203,6 +205,7 @@ class Judgement:
     block_at: F64  # (n, C)
     action: I8  # (n,) the item's severity, audit samples raised to review
     audit: npt.NDArray[np.bool_]  # (n,) allowed items sent to review by sampling
+    bank: I64  # (n,) index of the bank match that decided (`BankSet.banks`), -1 where none
 
 
 def judge(
@@ -212,13 +215,16 @@ def judge(
     item_ids: Sequence[str],
     tenant_ids: I64,
     tenant_names: Mapping[int, str],
+    banks: tuple[BankSet, BankScores] | None = None,
 ) -> Judgement:
-    """THE verdict rule, for a batch: thresholds, escalation, most severe category, audit.
+    """THE verdict rule, for a batch: thresholds, escalation, banks, most severe, audit.
 
     The worker calls it once per batch and a backtest once per policy over all stored traffic,
     so the two can never disagree. Thresholds depend on the tenant only through
     `tenant_overrides`, so items are grouped into one group per overridden tenant plus everyone
-    else: a handful of vectorised calls, whatever the number of items.
+    else: a handful of vectorised calls, whatever the number of items. Bank matches (their
+    cosines computed by the caller, see `clipmod.policy.banks`) apply after the prompts: an
+    `allow` match clears prompt-based flags, a `block`/`review` match raises the action.
     """
     n, n_cat = scores.shape
     severity = np.zeros((n, n_cat), dtype=np.int8)
@@ -239,7 +245,14 @@ def judge(
             severity[mask], eff_review[mask], eff_block[mask] = apply_thresholds(
                 policy, scores[mask], review, block
             )
+    deciding = np.full(n, -1, dtype=np.int64)
+    if banks is not None:
+        decision = bank_rule.decide(*banks)
+        severity[decision.suppressed] = 0
+        deciding = decision.bank
     action = severity.max(axis=1) if n_cat else np.zeros(n, dtype=np.int8)
+    if banks is not None:
+        action = np.maximum(action, decision.severity)
     audit = np.zeros(n, dtype=bool)
     if policy.audit_sample_rate > 0:
         # Sampling hashes the item id, so only allowed items are hashed at all.
@@ -247,7 +260,7 @@ def judge(
         rate = policy.audit_sample_rate
         audit[allowed] = [audit_sampled(item_ids[i], rate) for i in allowed.tolist()]
         action[audit] = Action.REVIEW.severity
-    return Judgement(severity, eff_review, eff_block, action.astype(np.int8), audit)
+    return Judgement(severity, eff_review, eff_block, action.astype(np.int8), audit, deciding)
 
 
 @dataclass(frozen=True)
@@ -277,6 +290,7 @@ class Outcome:
     action: Action
     categories: list[CategoryResult]
     audit: bool
+    bank_match: BankMatch | None = None
 
 
 Parts = Sequence[tuple[str, npt.NDArray[np.floating]]]
@@ -289,12 +303,14 @@ def decide_batch(
     *,
     item_ids: Sequence[str],
     tenants: Sequence[str | None],
+    banks: BankSet | None = None,
 ) -> list[Outcome]:
     """Verdicts for a batch: every row scored in ONE matrix product, then `judge` once.
 
     Rows of all items are stacked so the prompt similarity is one (rows, d) @ (d, P) product;
     each item's score per category is then the maximum over its own rows (`max_over`), which
-    also names the prompt and the source (image or text) that decided it.
+    also names the prompt and the source (image or text) that decided it. With `banks`, the
+    batch's image rows go through one more product, against the policy's stacked banks.
     """
     if not items:
         return []
@@ -317,8 +333,14 @@ def decide_batch(
     names = dict(enumerate(dict.fromkeys(t for t in tenants if t is not None)))
     index = {t: i for i, t in names.items()}
     tenant_ids = np.array([index.get(t, -1) if t else -1 for t in tenants], dtype=np.int64)
+    matched = _match_images(banks, items, bank.embeddings.shape[1]) if banks else None
     verdict = judge(
-        bank.policy, scores, item_ids=item_ids, tenant_ids=tenant_ids, tenant_names=names
+        bank.policy,
+        scores,
+        item_ids=item_ids,
+        tenant_ids=tenant_ids,
+        tenant_names=names,
+        banks=(banks, matched) if banks is not None and matched is not None else None,
     )
     outcomes = []
     for k, parts in enumerate(items):
@@ -335,12 +357,40 @@ def decide_batch(
             )
             for c, cat in enumerate(bank.policy.categories)
         ]
+        hit = (
+            bank_rule.match_of(banks, matched, int(verdict.bank[k]), k)
+            if banks is not None and matched is not None and verdict.bank[k] >= 0
+            else None
+        )
         outcomes.append(
-            Outcome(Action.of(int(verdict.action[k])), categories, bool(verdict.audit[k]))
+            Outcome(Action.of(int(verdict.action[k])), categories, bool(verdict.audit[k]), hit)
         )
     return outcomes
 
 
-def decide(bank: PromptBank, parts: Parts, *, item_id: str, tenant: str | None = None) -> Outcome:
+def _match_images(banks: BankSet, items: Sequence[Parts], dim: int) -> BankScores:
+    """Bank cosines for each item's image row (items without an image match nothing)."""
+    owners = [k for k, parts in enumerate(items) for source, _ in parts if source == "image"]
+    rows = [
+        np.asarray(emb, dtype=np.float32).reshape(-1, dim)[0]
+        for parts in items
+        for source, emb in parts
+        if source == "image"
+    ]
+    found = banks.match(np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32))
+    sim = np.full((len(items), len(banks.banks)), -np.inf, dtype=np.float32)
+    entry = np.full((len(items), len(banks.banks)), -1, dtype=np.int64)
+    sim[owners], entry[owners] = found.similarity, found.entry
+    return BankScores(sim, entry)
+
+
+def decide(
+    bank: PromptBank,
+    parts: Parts,
+    *,
+    item_id: str,
+    tenant: str | None = None,
+    banks: BankSet | None = None,
+) -> Outcome:
     """The verdict for one item: `decide_batch` with a batch of one."""
-    return decide_batch(bank, [parts], item_ids=[item_id], tenants=[tenant])[0]
+    return decide_batch(bank, [parts], item_ids=[item_id], tenants=[tenant], banks=banks)[0]

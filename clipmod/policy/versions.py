@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clipmod.errors import InvalidInput, NotFound
-from clipmod.models import ActivationMode, PolicyActivation, PolicyVersion, Tenant
-from clipmod.policy.loader import content_hash, parse_policy
+from clipmod.models import ActivationMode, Bank, PolicyActivation, PolicyVersion, Tenant
+from clipmod.policy.loader import PolicyError, content_hash, parse_policy, problem_at
 from clipmod.policy.schema import Policy
 
 
@@ -29,8 +29,26 @@ class Published:
 def publish(
     session: Session, yaml_text: str, *, author: str, source: str = "<policy>"
 ) -> Published:
-    """Validate and store a version (no-op if this exact text is already a version of it)."""
+    """Validate and store a version (no-op if this exact text is already a version of it).
+
+    Banks it references must exist: a worker would otherwise skip them silently at scoring.
+    """
     policy = parse_policy(yaml_text, source=source)
+    known = set(
+        session.scalars(select(Bank.name).where(Bank.name.in_(b.name for b in policy.banks)))
+    )
+    missing = [
+        problem_at(
+            yaml_text,
+            source,
+            ("banks", i, "name"),
+            f"no bank named {ref.name!r}: create it first (`clipmod banks create`)",
+        )
+        for i, ref in enumerate(policy.banks)
+        if ref.name not in known
+    ]
+    if missing:
+        raise PolicyError(missing)
     digest = content_hash(yaml_text)
     existing = session.scalar(
         select(PolicyVersion).where(
