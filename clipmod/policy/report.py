@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,7 +87,7 @@ def counts(action: I8) -> dict[str, int]:
     return {a.value: int(per[a.severity]) for a in Action}
 
 
-def transitions(before: I8, after: I8, ids: list[str], examples: int) -> list[Transition]:
+def transitions(before: I8, after: I8, ids: Sequence[str], examples: int) -> list[Transition]:
     """Counts of items whose action changed (allow→review, review→block, …) with example ids."""
     n = len(Action)
     code = before.astype(np.int64) * n + after
