@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clipmod.policy import scoring
+from clipmod.policy.prompts import Workspace
 from clipmod.policy.schema import Policy
 from clipmod.policy.scoring import TextEncoder
 from clipmod.policy.traffic import StoredEmbeddings
@@ -28,16 +29,22 @@ def _row_scores(rows: F16, banks: Sequence[scoring.PromptBank]) -> list[F32]:
     """Score float16 rows under several banks, widening to float32 a block at a time.
 
     One reusable block instead of a float32 copy of everything: each row is widened once for
-    all banks, and memory stays flat (first touches of fresh pages are costly in VMs).
+    all banks, and memory stays flat (first touches of fresh pages are costly in VMs). Banks
+    that score alike (a draft that only moves thresholds) are scored once.
     """
-    outs = [np.empty((len(rows), len(b.spans)), dtype=np.float32) for b in banks]
+    distinct: dict[tuple[object, ...], int] = {}
+    for bank in banks:
+        distinct.setdefault(bank.signature, len(distinct))
+    unique = [next(b for b in banks if b.signature == sig) for sig in distinct]
+    outs = [np.empty((len(rows), len(b.spans)), dtype=np.float32) for b in unique]
     block = np.empty((min(len(rows), _BLOCK), rows.shape[1]), dtype=np.float32)
+    work = Workspace()
     for start in range(0, len(rows), _BLOCK):
         part = block[: min(_BLOCK, len(rows) - start)]
         np.copyto(part, rows[start : start + len(part)])
-        for out, bank in zip(outs, banks, strict=True):
-            out[start : start + len(part)] = scoring.score(bank, part)[0]
-    return outs
+        for out, bank in zip(outs, unique, strict=True):
+            out[start : start + len(part)] = scoring.score(bank, part, tops=False, work=work)[0]
+    return [outs[distinct[b.signature]] for b in banks]
 
 
 def score_items(emb: StoredEmbeddings, *banks: scoring.PromptBank) -> list[F32]:

@@ -1,21 +1,16 @@
-"""Scoring maths: embeddings in, per-category scores and actions out.
+"""The verdict rule: per-category scores (`prompts`) and bank matches (`banks`) in, actions out.
 
 Pure numpy and vectorised over items, so the worker (a batch of fresh embeddings) and a backtest
-(100k stored embeddings) run the same code. Embeddings are L2-normalised, so a dot product is a
-cosine. Two modes per category (see README "Scoring"):
-
-- `similarity`: max over the category's prompts of weight · cosine (the Stable Diffusion safety
-  checker's and LAION's detector's rule);
-- `contrast`: CLIP zero-shot; softmax with the model's logit scale over prompts + negatives
-  (log-weights as priors); the score is the probability mass on the category's own prompts.
+(a million stored embeddings) run the same code: `judge` is the one place thresholds,
+escalation, banks and audit sampling turn scores into actions. The prompt maths lives in
+`clipmod.policy.prompts` and is re-exported here, where callers have always found it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,130 +18,35 @@ import numpy.typing as npt
 from clipmod.actions import Action
 from clipmod.policy import banks as bank_rule
 from clipmod.policy.banks import BankMatch, BankScores, BankSet
-from clipmod.policy.schema import Category, Policy
+from clipmod.policy.prompts import (
+    F32,
+    F64,
+    I64,
+    PromptBank,
+    TextEncoder,
+    build_bank,
+    l2_normalise,
+    max_over,
+    prompt_texts,
+    score,
+)
+from clipmod.policy.schema import Policy
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+__all__ = [
+    "F32",
+    "PromptBank",
+    "TextEncoder",
+    "build_bank",
+    "decide",
+    "decide_batch",
+    "judge",
+    "l2_normalise",
+    "max_over",
+    "prompt_texts",
+    "score",
+]
+
 I8 = npt.NDArray[np.int8]
-
-
-class TextEncoder(Protocol):
-    """What scoring needs of a model: prompt embeddings, and which weights they came from.
-
-    `clipmod.runtime.ClipRuntime` is one; tests and benchmarks may pass a stand-in.
-    """
-
-    @property
-    def revision(self) -> str: ...
-    @property
-    def logit_scale(self) -> float: ...
-    def encode_texts(self, texts: Sequence[str]) -> npt.NDArray[np.floating[Any]]: ...
-
-
-def l2_normalise(x: npt.NDArray[np.floating]) -> F32:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: F32 = (x / np.maximum(norm, 1e-12)).astype(np.float32)
-    return out
-
-
-@dataclass(frozen=True)
-class _Span:
-    """Where one category's prompts and negatives sit in the bank's embedding matrix."""
-
-    prompts: I64
-    negatives: I64
-    log_weights: F32  # over prompts then negatives (contrast priors)
-    weights: F32  # over prompts (similarity scale)
-
-
-@dataclass(frozen=True)
-class PromptBank:
-    """Prompt embeddings of one policy version under one model: computed once, reused per item."""
-
-    policy: Policy
-    texts: tuple[str, ...]
-    embeddings: F32  # (P, d), L2-normalised
-    logit_scale: float
-    spans: tuple[_Span, ...]
-
-    @property
-    def category_ids(self) -> list[str]:
-        return [c.id for c in self.policy.categories]
-
-
-def prompt_texts(policy: Policy) -> list[str]:
-    """Every distinct prompt and negative text, in a stable order (the bank's rows)."""
-    seen: dict[str, None] = {}
-    for cat in policy.categories:
-        for p in (*cat.prompts, *cat.negatives):
-            seen.setdefault(p.text, None)
-    return list(seen)
-
-
-def build_bank(
-    policy: Policy,
-    encode_texts: Callable[[list[str]], npt.NDArray[np.floating]],
-    logit_scale: float,
-) -> PromptBank:
-    """Embed each distinct prompt once; categories refer to rows by index."""
-    texts = prompt_texts(policy)
-    embeddings = l2_normalise(encode_texts(texts))
-    row = {t: i for i, t in enumerate(texts)}
-    spans = []
-    for cat in policy.categories:
-        prompts = np.array([row[p.text] for p in cat.prompts], dtype=np.int64)
-        negatives = np.array([row[p.text] for p in cat.negatives], dtype=np.int64)
-        weights = np.array([p.weight for p in cat.prompts], dtype=np.float32)
-        neg_weights = np.array([p.weight for p in cat.negatives], dtype=np.float32)
-        spans.append(
-            _Span(prompts, negatives, np.log(np.concatenate([weights, neg_weights])), weights)
-        )
-    return PromptBank(policy, tuple(texts), embeddings, float(logit_scale), tuple(spans))
-
-
-def _category_scores(cat: Category, span: _Span, sims: F32, scale: float) -> tuple[F32, I64]:
-    if cat.mode == "similarity":
-        weighted = sims[:, span.prompts] * span.weights
-        top = weighted.argmax(axis=1)
-        return weighted[np.arange(len(sims)), top], top
-    cols = np.concatenate([span.prompts, span.negatives])
-    logits = sims[:, cols] * scale + span.log_weights
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    own = probs[:, : len(span.prompts)]
-    return own.sum(axis=1), own.argmax(axis=1)
-
-
-def score(bank: PromptBank, embeddings: npt.NDArray[np.floating]) -> tuple[F32, I64]:
-    """Scores (n, C) and, per category, the index of its top prompt within the category (n, C)."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if emb.ndim == 1:
-        emb = emb[None, :]
-    n, n_cat = emb.shape[0], len(bank.spans)
-    scores = np.zeros((n, n_cat), dtype=np.float32)
-    tops = np.zeros((n, n_cat), dtype=np.int64)
-    if n == 0:
-        return scores, tops
-    sims = emb @ bank.embeddings.T
-    for c, (cat, span) in enumerate(zip(bank.policy.categories, bank.spans, strict=True)):
-        scores[:, c], tops[:, c] = _category_scores(cat, span, sims, bank.logit_scale)
-    return scores, tops
-
-
-def max_over(parts: Sequence[tuple[F32, I64]]) -> tuple[F32, I64, I64]:
-    """Combine several score sets for ONE item (image, text windows) by per-category maximum.
-
-    Returns (scores (C,), top prompt (C,), index of the part that won (C,)).
-    """
-    stacked = np.concatenate([s for s, _ in parts], axis=0)  # (parts*rows, C)
-    tops = np.concatenate([t for _, t in parts], axis=0)
-    owner = np.concatenate([np.full(len(s), i) for i, (s, _) in enumerate(parts)])
-    best = stacked.argmax(axis=0)
-    cols = np.arange(stacked.shape[1])
-    return stacked[best, cols], tops[best, cols], owner[best].astype(np.int64)
 
 
 def thresholds(policy: Policy, tenant: str | None = None) -> tuple[F64, F64]:
