@@ -8,7 +8,7 @@ from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.formparser import FormDataParser
 
-from api import health, items, policies
+from api import banks, health, items, policies, search
 from api.errors import register_error_handlers
 from api.services import KEY, Services
 from api.validation import loads_strict
@@ -104,6 +104,8 @@ def add_blueprints(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(items.bp)
     app.register_blueprint(policies.bp)
+    app.register_blueprint(banks.bp)
+    app.register_blueprint(search.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

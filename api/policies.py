@@ -27,6 +27,7 @@ from clipmod.models import PolicyVersion
 from clipmod.policy import backtest, lint, rescore, versions
 from clipmod.policy.loader import parse_policy
 from clipmod.policy.versions import activations_by_version, get_version, version_json
+from clipmod.traffic.sync import TrafficStore
 
 bp = Blueprint("policies", __name__, url_prefix="/v1/policies")
 bp.before_request(require_admin)
@@ -90,6 +91,11 @@ def policy_runtime() -> Any:
 
 def _banks() -> rescore.BankCache:
     return current_app.extensions.setdefault(BANKS_KEY, rescore.BankCache())  # type: ignore[no-any-return]
+
+
+def _store(revision: str) -> TrafficStore:
+    """The traffic store lint and backtest read (`clipmod.traffic`), synced on each read."""
+    return TrafficStore(services().settings.traffic_dir, revision)
 
 
 def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[str, Any]:
@@ -156,6 +162,7 @@ def lint_policy() -> Response:
             yaml_text=body.yaml,
             source=SOURCE,
             near_duplicate=body.near_duplicate,
+            store=_store(runtime.revision),
         )
     errors = sum(f.severity == "error" for f in findings)
     return jsonify(
@@ -184,5 +191,6 @@ def backtest_policy() -> Response:
             against=against,
             examples=body.examples,
             banks=_banks(),
+            store=_store(runtime.revision),
         )
     return jsonify(report.to_dict())

@@ -175,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             walls.append(time.perf_counter() - started)
             cpus.append(time.process_time() - cpu)
         timings = ", ".join(f"{k} {v:.3f}" for k, v in report.timings.items())
-        print(
-            f"{'' if args.child else 'run: '}{walls[-1]:.3f} s wall, {cpus[-1]:.3f} s CPU ({timings})"
-        )
+        prefix = "" if args.child else "run: "
+        print(f"{prefix}{walls[-1]:.3f} s wall, {cpus[-1]:.3f} s CPU ({timings})")
     engine.dispose()
     if args.child:
         return 0

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli import admin, client, policy, run
+from cli import admin, banks, client, policy, run, traffic
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=int, default=None, help="held-out images to score")
     ev.set_defaults(func=cmd_eval)
     policy.register(sub)
+    banks.register(sub)
+    traffic.register(sub)
     return parser
 
 

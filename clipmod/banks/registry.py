@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -127,12 +129,13 @@ def versions_of(session: Session, bank: Bank) -> list[BankVersion]:
 
 
 def resolve_version(session: Session, bank: Bank, version: int | None) -> int:
-    """The version number to read: `version` if it exists, else the newest (0: no entries yet)."""
+    """The version number to read: `version` if it exists, else the newest. Version 0 is the
+    bank as created, before its first change: no entries."""
     newest = latest(session, bank)
     top = newest.version if newest else 0
     if version is None:
         return top
-    if not 1 <= version <= top:
+    if not 0 <= version <= top:
         raise NotFound(
             f"bank {bank.name!r} has no version {version} (newest: {top})",
             code="bank_version_not_found",
@@ -148,11 +151,18 @@ def _in_force(bank: Bank, version: int) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def entries(session: Session, bank: Bank, version: int | None = None) -> list[BankEntry]:
+def entries(
+    session: Session,
+    bank: Bank,
+    version: int | None = None,
+    *,
+    after: int = 0,
+    limit: int | None = None,
+) -> list[BankEntry]:
+    """A version's entries in id order; `after`/`limit` page through a large bank."""
     v = resolve_version(session, bank, version)
-    return list(
-        session.scalars(select(BankEntry).where(*_in_force(bank, v)).order_by(BankEntry.id))
-    )
+    stmt = select(BankEntry).where(*_in_force(bank, v), BankEntry.id > after).order_by(BankEntry.id)
+    return list(session.scalars(stmt.limit(limit) if limit is not None else stmt))
 
 
 def snapshot(session: Session, bank: Bank, version: int | None = None) -> BankSnapshot:
@@ -256,7 +266,7 @@ def add_entries(
     session: Session, bank: Bank, new: Sequence[NewEntry], *, author: str, note: str = ""
 ) -> Change:
     """One new version holding `new` on top of the newest; items or images already in force
-    are skipped (reported), never duplicated."""
+    are skipped (reported), never duplicated, and when all are, no version is made."""
     if not new:
         raise InvalidInput("nothing to add: name items or upload images", code="nothing_to_add")
     for entry in new:
@@ -286,6 +296,9 @@ def add_entries(
         if key is not None:
             have.add(key)
         fresh.append(entry)
+    newest = latest(session, bank)
+    if not fresh and newest is not None:  # nothing changes: no new version
+        return Change(newest, skipped=skipped)
     version = _new_version(session, bank, author=author, note=note)
     rows = [
         BankEntry(
@@ -340,3 +353,53 @@ def stamp(session: Session) -> tuple[int, int]:
         select(func.count(BankVersion.id), func.max(BankVersion.id))
     ).one()
     return int(count or 0), int(newest or 0)
+
+
+def version_json(version: BankVersion) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "entries": version.entries,
+        "added": version.added,
+        "removed": version.removed,
+        "note": version.note,
+        "author": version.author,
+        "created_at": _iso(version.created_at),
+    }
+
+
+def entry_json(entry: BankEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "source": entry.source,
+        "item_id": entry.item_id,
+        "image_sha256": entry.image_sha256,
+        "label": entry.label,
+        "added_in": entry.added_in,
+        "removed_in": entry.removed_in,
+        "created_at": _iso(entry.created_at),
+    }
+
+
+def bank_json(session: Session, bank: Bank, *, history: bool = False) -> dict[str, Any]:
+    """The one JSON shape of a bank, shared by `clipmod banks … --json` and the API."""
+    newest = latest(session, bank)
+    body: dict[str, Any] = {
+        "name": bank.name,
+        "kind": bank.kind.value,
+        "model_revision": bank.model_revision,
+        "dim": bank.dim,
+        "description": bank.description,
+        "version": newest.version if newest else 0,
+        "label": f"{bank.name}@{newest.version if newest else 0}",
+        "entries": newest.entries if newest else 0,
+        "created_by": bank.created_by,
+        "created_at": _iso(bank.created_at),
+    }
+    if history:
+        body["versions"] = [version_json(v) for v in versions_of(session, bank)]
+    return body
+
+
+def _iso(moment: datetime) -> str:
+    """SQLite hands back naive datetimes; every timestamp we write is UTC."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

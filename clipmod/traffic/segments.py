@@ -177,7 +177,7 @@ class SegmentFiles:
         for column in COLUMNS:
             want = manifest.rows[column] * row_bytes(column, manifest.dim)
             path = self.path(manifest.generation, column)
-            size = path.stat().st_size if path.exists() else -1
+            size = path.stat().st_size if path.exists() else 0
             if size < want:
                 raise StoreCorrupt(
                     f"{path} holds {max(size, 0)} bytes but the manifest commits {want}: truncated"
@@ -187,6 +187,8 @@ class SegmentFiles:
         """Lengths always; each segment's CRC unless this process already checked it."""
         self._check_lengths(manifest)
         for column in COLUMNS:
+            if not manifest.rows[column]:
+                continue
             path = self.path(manifest.generation, column)
             size = row_bytes(column, manifest.dim)
             st = path.stat()

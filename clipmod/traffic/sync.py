@@ -151,6 +151,63 @@ class TrafficStore:
             len(manifest.holes),
         )
 
+    def verify(self, session: Session) -> list[str]:
+        """Everything a reader trusts, checked in full: every CRC (not only once per process),
+        and the item ids against SQL's. Problems found are described, not repaired."""
+        problems = []
+        try:
+            manifest = self.files.read_manifest()
+            if manifest is None:
+                return ["no store yet"]
+            self.files.verify(manifest, force=True)
+        except StoreCorrupt as exc:
+            return [exc.message]
+        self.sync(session)
+        cols = self.files.open(self._manifest())
+        stored = np.sort(np.asarray(cols.ids))
+        wanted = np.sort(
+            as_bytes(
+                list(
+                    session.scalars(
+                        select(ItemEmbedding.item_id).where(
+                            ItemEmbedding.model_revision == self.revision
+                        )
+                    )
+                )
+            )
+        )
+        if len(np.unique(stored)) != len(stored):
+            problems.append("the store holds an item twice")
+        missing = np.setdiff1d(wanted, stored)
+        extra = np.setdiff1d(stored, wanted)
+        if len(missing) or len(extra):
+            problems.append(
+                f"{len(missing)} items stored in SQL are not in the store and {len(extra)} in "
+                "the store are no longer in SQL"
+            )
+        return problems
+
+    def status(self) -> dict[str, Any]:
+        manifest = self.files.read_manifest()
+        if manifest is None:
+            return {"revision": self.revision, "exists": False}
+        return {
+            "revision": self.revision,
+            "exists": True,
+            "path": str(self.files.dir),
+            "generation": manifest.generation,
+            "dim": manifest.dim,
+            "items": manifest.rows["ids"],
+            "image_rows": manifest.rows["image"],
+            "text_rows": manifest.rows["text"],
+            "segments": len(manifest.segments),
+            "watermark": manifest.watermark,
+            "holes": len(manifest.holes),
+            "bytes": sum(
+                p.stat().st_size for p in self.files.dir.glob(f"g{manifest.generation}.*")
+            ),
+        }
+
     def _highest_generation(self) -> int:
         gens = [int(p.name[1:].split(".")[0]) for p in self.files.dir.glob("g*.ids")]
         return max(gens, default=0)
