@@ -37,7 +37,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         runtime = load_runtime(settings)
         revision, dim = runtime.revision, runtime.dim
     elif dim is None:
-        raise SystemExit("clipmod: --revision needs --dim")
+        from clipmod.errors import InvalidInput
+
+        raise InvalidInput("--revision needs --dim: the bank's embedding size")
     with database(settings) as session:
         bank = registry.create_bank(
             session,

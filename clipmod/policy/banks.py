@@ -193,11 +193,15 @@ class BankMatch:
     similarity: float
     threshold: float
 
+    @property
+    def label(self) -> str:
+        return f"{self.bank}@{self.version}"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "bank": self.bank,
             "version": self.version,
-            "label": f"{self.bank}@{self.version}",
+            "label": self.label,
             "kind": self.kind.value,
             "entry": self.entry,
             "similarity": round(self.similarity, 6),
