@@ -39,9 +39,10 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## throughput benchmarks (pipeline vs bare forward; policy backtest)
+bench: venv ## benchmarks: pipeline vs bare forward; 1M-item backtest + store rebuild; bank overhead
 	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.backtest --rebuild
+	$(BIN)/python -m bench.banks
 
 eval: venv ## evaluate the bundled demo model and policy
 	$(BIN)/clipmod eval
