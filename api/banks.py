@@ -18,7 +18,7 @@ from api.policies import policy_runtime
 from api.services import services
 from api.validation import validate
 from clipmod import images
-from clipmod.banks import backtest, registry
+from clipmod.banks import backtest, registry, views
 from clipmod.banks.uploads import embed_uploads
 from clipmod.errors import InvalidInput
 from clipmod.policy.schema import BANK_NAME_PATTERN
@@ -72,23 +72,11 @@ def _author() -> str:
     return f"api:{g.tenant.name}"
 
 
-def _change(name: str, change: registry.Change) -> dict[str, Any]:
-    return {
-        "bank": name,
-        "version": change.version.version,
-        "label": f"{name}@{change.version.version}",
-        "entries": change.version.entries,
-        "added": change.added,
-        "removed": change.removed,
-        "skipped": change.skipped,
-    }
-
-
 @bp.get("")
 def list_banks() -> Response:
     with services().sessions() as session:
         return jsonify(
-            {"banks": [registry.bank_json(session, b) for b in registry.all_banks(session)]}
+            {"banks": [views.bank_json(session, b) for b in registry.all_banks(session)]}
         )
 
 
@@ -109,7 +97,7 @@ def create() -> tuple[Response, int]:
             author=_author(),
             description=body.description,
         )
-        return jsonify(registry.bank_json(session, bank)), 201
+        return jsonify(views.bank_json(session, bank)), 201
 
 
 @bp.get("/<name>")
@@ -118,7 +106,7 @@ def show(name: str) -> Response:
     (`version`, `after` = the last entry id seen, `limit` ≤ 1000)."""
     with services().sessions() as session:
         bank = registry.get_bank(session, name)
-        body = registry.bank_json(session, bank, history=True)
+        body = views.bank_json(session, bank, history=True)
         if request.args.get("entries"):
             version = _int_arg("version")
             after, limit = _int_arg("after") or 0, _int_arg("limit") or 100
@@ -126,7 +114,7 @@ def show(name: str) -> Response:
                 raise InvalidInput(f"limit: 1 to {MAX_ENTRIES_PAGE}", code="invalid_input")
             rows = registry.entries(session, bank, version, after=after, limit=limit + 1)
             body["shown_version"] = registry.resolve_version(session, bank, version)
-            body["entry_list"] = [registry.entry_json(e) for e in rows[:limit]]
+            body["entry_list"] = [views.entry_json(e) for e in rows[:limit]]
             body["next_after"] = rows[limit - 1].id if len(rows) > limit else None
         return jsonify(body)
 
@@ -165,7 +153,7 @@ def add(name: str) -> tuple[Response, int]:
         bank = registry.get_bank(session, name, lock=True)
         new = registry.from_items(session, bank, items) + new
         change = registry.add_entries(session, bank, new, author=_author(), note=note)
-        return jsonify(_change(bank.name, change)), 201
+        return jsonify(views.change_json(bank, change)), 201
 
 
 @bp.post("/<name>/entries/remove")
@@ -176,7 +164,7 @@ def remove(name: str) -> tuple[Response, int]:
         change = registry.remove_entries(
             session, bank, body.entries, author=_author(), note=body.note
         )
-        return jsonify(_change(bank.name, change)), 201
+        return jsonify(views.change_json(bank, change)), 201
 
 
 @bp.delete("/<name>/entries/<int:entry_id>")
@@ -184,7 +172,7 @@ def remove_one(name: str, entry_id: int) -> tuple[Response, int]:
     with services().sessions() as session, session.begin():
         bank = registry.get_bank(session, name, lock=True)
         change = registry.remove_entries(session, bank, [entry_id], author=_author())
-        return jsonify(_change(bank.name, change)), 201
+        return jsonify(views.change_json(bank, change)), 201
 
 
 @bp.post("/<name>/backtest")

@@ -10,7 +10,7 @@ batch of each (the bank's one-off load from SQL) is left out.
 It also times `BankSet.match` alone on 32 rows: the bank's own cost per batch, which noise from
 other processes on a shared machine disturbs far less than the whole batch.
 
-    .venv/bin/python -m bench.banks [--entries 100000] [--batches 15] [--batch 32]
+    .venv/bin/python -m bench.banks [--entries 100000] [--batches 25] [--batch 32]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def build(path: Path, runtime: ClipRuntime, entries: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--batches", type=int, default=15, help="timed batches per tenant")
+    parser.add_argument("--batches", type=int, default=25, help="timed batches per tenant")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dir", type=Path, default=Path(".bench") / "banks")
     args = parser.parse_args(argv)
@@ -139,13 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         bank_set.match(rows32)
         match_times.append(time.perf_counter() - started)
     plain, banked = (statistics.median(times[t]) for t in TENANTS)
+    # Each round ran one batch of each back to back: their ratio cancels slow load drift.
+    paired = statistics.median(
+        b / p - 1 for p, b in zip(times["plain"], times["banked"], strict=True)
+    )
     match = statistics.median(match_times)
     entries = sum(len(s) for s in bank_set.banks)
     assert all(s.kind == Action.BLOCK for s in bank_set.banks)
     print(
         f"worker batch of {args.batch} (bundled model, CPU, {os.cpu_count()} CPUs): median "
         f"{plain * 1000:.1f} ms without banks, {banked * 1000:.1f} ms with {entries:,} bank "
-        f"entries: {100 * (banked - plain) / plain:+.1f}% (batches: {args.batches} each; "
+        f"entries: {100 * (banked - plain) / plain:+.1f}% (median of paired rounds "
+        f"{100 * paired:+.1f}%; batches: {args.batches} each; "
         f"spread without {min(times['plain']) * 1000:.0f}-{max(times['plain']) * 1000:.0f} ms, "
         f"with {min(times['banked']) * 1000:.0f}-{max(times['banked']) * 1000:.0f} ms)"
     )

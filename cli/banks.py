@@ -29,7 +29,7 @@ def _ref(text: str) -> tuple[str, int | None]:
 
 @guarded
 def cmd_create(args: argparse.Namespace) -> int:
-    from clipmod.banks import registry
+    from clipmod.banks import registry, views
 
     settings = load_settings()
     revision, dim = args.revision, args.dim
@@ -50,7 +50,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             author=_author(args),
             description=args.description,
         )
-        body = registry.bank_json(session, bank)
+        body = views.bank_json(session, bank)
     if args.json:
         print_json(body)
     else:
@@ -61,7 +61,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 @guarded
 def cmd_add(args: argparse.Namespace) -> int:
     from clipmod import images
-    from clipmod.banks import registry
+    from clipmod.banks import registry, views
     from clipmod.banks.uploads import embed_uploads
     from clipmod.storage import BlobStore
 
@@ -80,7 +80,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         bank = registry.get_bank(session, args.name, lock=True)
         new = registry.from_items(session, bank, args.item or []) + new
         change = registry.add_entries(session, bank, new, author=_author(args), note=args.note)
-        body = _change_json(bank.name, change)
+        body = views.change_json(bank, change)
     if args.json:
         print_json(body)
     else:
@@ -92,14 +92,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 @guarded
 def cmd_remove(args: argparse.Namespace) -> int:
-    from clipmod.banks import registry
+    from clipmod.banks import registry, views
 
     with database(load_settings()) as session:
         bank = registry.get_bank(session, args.name, lock=True)
         change = registry.remove_entries(
             session, bank, args.entry, author=_author(args), note=args.note
         )
-        body = _change_json(bank.name, change)
+        body = views.change_json(bank, change)
     if args.json:
         print_json(body)
     else:
@@ -107,24 +107,12 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _change_json(name: str, change: Any) -> dict[str, Any]:
-    return {
-        "bank": name,
-        "version": change.version.version,
-        "label": f"{name}@{change.version.version}",
-        "entries": change.version.entries,
-        "added": change.added,
-        "removed": change.removed,
-        "skipped": change.skipped,
-    }
-
-
 @guarded
 def cmd_list(args: argparse.Namespace) -> int:
-    from clipmod.banks import registry
+    from clipmod.banks import registry, views
 
     with database(load_settings()) as session:
-        rows = [registry.bank_json(session, b) for b in registry.all_banks(session)]
+        rows = [views.bank_json(session, b) for b in registry.all_banks(session)]
     if args.json:
         print_json({"banks": rows})
         return 0
@@ -138,15 +126,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @guarded
 def cmd_show(args: argparse.Namespace) -> int:
-    from clipmod.banks import registry
+    from clipmod.banks import registry, views
 
     name, version = args.ref
     with database(load_settings()) as session:
         bank = registry.get_bank(session, name)
-        body = registry.bank_json(session, bank, history=True)
+        body = views.bank_json(session, bank, history=True)
         entries = registry.entries(session, bank, version)
         body["shown_version"] = registry.resolve_version(session, bank, version)
-        body["entry_list"] = [registry.entry_json(e) for e in entries] if args.entries else None
+        body["entry_list"] = [views.entry_json(e) for e in entries] if args.entries else None
     if args.json:
         print_json(body)
         return 0

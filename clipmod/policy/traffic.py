@@ -152,7 +152,7 @@ def _from_store(
     windows = np.asarray(cols.items["windows"], dtype=np.int64)
     text_items = np.flatnonzero(windows > 0).astype(np.int64)
     emb = StoredEmbeddings(
-        ids=ItemIds(cols.ids),
+        ids=store.item_ids(cols),
         tenant_ids=np.asarray(cols.items["tenant"], dtype=np.int64),
         tenant_names=dict(session.execute(select(Tenant.id, Tenant.name)).all()),
         image=cols.image,

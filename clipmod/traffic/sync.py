@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from clipmod import embeddings
 from clipmod.errors import ClipmodError
 from clipmod.models import Item, ItemEmbedding, TrafficLog
-from clipmod.traffic.ids import WIDTH, as_bytes
+from clipmod.traffic.ids import WIDTH, ItemIds, as_bytes
 from clipmod.traffic.segments import (
     ITEM_DTYPE,
     Batch,
@@ -75,6 +75,15 @@ class TrafficStore:
     def __init__(self, root: Path, revision: str):
         self.files = SegmentFiles(root, revision)
         self.revision = revision
+        self._ids: tuple[tuple[int, int], ItemIds] | None = None
+
+    def item_ids(self, cols: Columns) -> ItemIds:
+        """The ids of `cols`, with their lookup index kept while the store stays the same: a
+        long-lived process (the API) then hashes a million ids once, not per backtest."""
+        key = (cols.manifest.generation, len(cols.ids))
+        if self._ids is None or self._ids[0] != key:
+            self._ids = (key, ItemIds(cols.ids))
+        return self._ids[1]
 
     def read(self, session: Session, progress: Progress | None = None) -> Columns:
         """Sync, then map the columns; a store found corrupt is rebuilt, never served."""
