@@ -141,3 +141,22 @@ def test_the_device_path_gives_what_numpy_gives() -> None:
     np.testing.assert_array_equal(a.entry, b.entry)
     np.testing.assert_allclose(a.similarity, b.similarity, atol=1e-6)
     assert (a.entry[:, 1] == -1).all() and np.isneginf(a.similarity[:, 1]).all()
+
+
+def test_splitting_a_large_bank_across_cores_changes_nothing() -> None:
+    """A batch's rows against 20,000 entries (split across cores) and a thousand rows (split by
+    rows) give what one product gives; a tie keeps the first entry, across a split too."""
+    rng = np.random.default_rng(4)
+    entries = np.stack([unit(r) for r in rng.normal(size=(20_000, DIM))])
+    entries[15_000] = entries[5]  # the same image twice, far apart
+    big = snap("big", Action.BLOCK, list(entries))
+    small = snap("small", Action.REVIEW, [axis(0), axis(1)])
+    bank_set = stack([(small, 0.5), (big, 0.5)])
+    for rows in (np.stack([entries[5], axis(1), *entries[:30]]), rng.normal(size=(1_000, DIM))):
+        rows = np.stack([unit(r) for r in rows])
+        found = bank_set.match(rows)
+        sims = rows.astype(np.float32) @ bank_set.matrix.T
+        np.testing.assert_array_equal(found.entry[:, 0], sims[:, :2].argmax(axis=1))
+        np.testing.assert_array_equal(found.entry[:, 1], sims[:, 2:].argmax(axis=1))
+        np.testing.assert_allclose(found.similarity[:, 1], sims[:, 2:].max(axis=1), atol=1e-6)
+    assert bank_set.match(entries[5][None, :]).entry[0, 1] == 5
