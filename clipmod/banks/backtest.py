@@ -126,7 +126,11 @@ def backtest_change(
             code="bank_not_referenced",
             status=409,
         )
-    cut = float(threshold if threshold is not None else ref.threshold)  # type: ignore[union-attr]
+    if threshold is not None:
+        cut = float(threshold)
+    else:
+        assert ref is not None  # checked above
+        cut = ref.threshold
     emb = load_embeddings(session, encoder.revision, store=store)
     was, now = match_history(emb, [stack([(before, cut)]), stack([(after, cut)])])
     hit_before = was.similarity[:, 0] >= cut
