@@ -39,9 +39,10 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## benchmarks: pipeline vs bare forward, policy backtest, policy editor, intake/bare + idle latency
+bench: venv ## benchmarks: pipeline vs bare forward, 1M-item backtest + store rebuild, bank overhead, policy editor, intake/bare + idle latency
 	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.backtest --rebuild
+	$(BIN)/python -m bench.banks
 	$(BIN)/python -m bench.editor
 	.ci/services start
 	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.intake; rc=$$?; \

@@ -10,6 +10,7 @@ from werkzeug.formparser import FormDataParser
 
 from api import (
     admin,
+    banks,
     dashboard,
     decisions,
     deliveries,
@@ -18,6 +19,7 @@ from api import (
     limits,
     openapi,
     policies,
+    search,
     tenant,
     webhooks,
 )
@@ -130,6 +132,8 @@ def add_blueprints(app: Flask) -> None:
     app.register_blueprint(tenant.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(banks.bp)
+    app.register_blueprint(search.bp)
 
 
 def add_dashboard(app: Flask, settings: Settings) -> None:

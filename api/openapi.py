@@ -17,6 +17,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from pydantic import BaseModel
 
 from api import schemas as s
+from api.banks import AddBody as BankAdd
+from api.banks import BacktestBody as BankBacktest
+from api.banks import CreateBody as BankCreate
+from api.banks import RemoveBody as BankRemove
 from api.decisions import DecisionBody
 from api.intake import UploadFields
 from api.policies import BacktestBody, LintBody, PublishBody, Scope, StopBody
@@ -155,6 +159,48 @@ OPERATIONS: dict[str, Op] = {
     ),
     "decisions.list_decisions": Op(
         "An item's decisions, oldest first", {200: s.DecisionList}, (404, 410)
+    ),
+    "banks.list_banks": Op("Embedding banks and their newest versions", {200: None}, auth="admin"),
+    "banks.create": Op(
+        "Create a bank (block, review or allow)", {201: None}, (409, 422), BankCreate, auth="admin"
+    ),
+    "banks.show": Op(
+        "One bank (name or name@version), optionally with its entries",
+        {200: None},
+        (404, 422),
+        auth="admin",
+        query={"entries": _STR, "limit": _LIMIT, "offset": {"type": "integer"}},
+    ),
+    "banks.add": Op(
+        "Add entries from stored items (JSON) or uploaded images (multipart `file`)",
+        {201: None},
+        (404, 409, 413, 415, 422),
+        BankAdd,
+        auth="admin",
+    ),
+    "banks.remove": Op(
+        "Remove entries by id: a new bank version",
+        {201: None},
+        (404, 422),
+        BankRemove,
+        auth="admin",
+    ),
+    "banks.remove_one": Op(
+        "Remove one entry: a new bank version", {201: None}, (404,), auth="admin"
+    ),
+    "banks.backtest_change": Op(
+        "Backtest a bank change on stored traffic",
+        {200: None},
+        (404, 422),
+        BankBacktest,
+        auth="admin",
+    ),
+    "search.search": Op(
+        "Semantic search over stored traffic: by text, or like an item",
+        {200: None},
+        (404, 422),
+        auth="admin",
+        query={"text": _STR, "like": _STR, "tenant": _STR, "limit": _LIMIT},
     ),
     "openapi.document": Op("This document", {200: None}, auth="none"),
 }

@@ -28,6 +28,7 @@ from clipmod.policy import backtest, lint, rescore, ship, versions
 from clipmod.policy import validate as policy_validation
 from clipmod.policy.loader import PolicyError, parse_policy
 from clipmod.policy.versions import activations_by_version, get_version, version_json
+from clipmod.traffic.sync import TrafficStore
 
 bp = Blueprint("policies", __name__, url_prefix="/v1/policies")
 bp.before_request(require_admin)
@@ -101,6 +102,11 @@ def _actor() -> ship.Actor:
     return ship.Actor(f"api:{g.tenant.name}")
 
 
+def _store(revision: str) -> TrafficStore:
+    """The traffic store lint and backtest read (`clipmod.traffic`), synced on each read."""
+    return TrafficStore(services().settings.traffic_dir, revision)
+
+
 def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[str, Any]:
     done = ship.activate(
         session, version, actor=_actor(), tenant_names=scope.tenants, shadow=scope.shadow
@@ -171,6 +177,7 @@ def lint_policy() -> Response:
             session=session,
             model_name=services().settings.model,
             near_duplicate=body.near_duplicate,
+            store=_store(runtime.revision),
         )
     if result.problems:
         raise PolicyError(result.problems)
@@ -202,5 +209,6 @@ def backtest_policy() -> Response:
             against=against,
             examples=body.examples,
             banks=_banks(),
+            store=_store(runtime.revision),
         )
     return jsonify(report.to_dict())

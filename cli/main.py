@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli import admin, client, policy, run, tenants, users
+from cli import admin, banks, client, policy, run, tenants, traffic, users
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
     policy.register(sub)
     users.register(sub)
+    banks.register(sub)
+    traffic.register(sub)
     return parser
 
 

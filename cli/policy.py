@@ -28,6 +28,7 @@ from clipmod.errors import ClipmodError
 from clipmod.models import ItemEmbedding, PolicyVersion
 from clipmod.policy import ship, versions
 from clipmod.policy.loader import load_policy_file
+from clipmod.settings import Settings
 
 
 def _since(text: str) -> datetime:
@@ -51,6 +52,13 @@ def _progress(session: Session, revision: str, desc: str) -> Iterator[Callable[[
         total=total, desc=desc, unit="item", file=sys.stderr, leave=False, disable=None
     ) as bar:
         yield bar.update
+
+
+def _store(settings: Settings, revision: str) -> Any:
+    """The traffic store the analysis commands read (synced from SQL first)."""
+    from clipmod.traffic.sync import TrafficStore
+
+    return TrafficStore(settings.traffic_dir, revision)
 
 
 def _scopes(where: list[dict[str, Any]]) -> str:
@@ -159,6 +167,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         model_name=settings.model,
         source=args.file,
         near_duplicate=args.near_duplicate,
+        store=_store(settings, runtime.revision) if runtime is not None else None,
     )
     try:
         with database(settings) as session:
@@ -206,6 +215,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                 against=against,
                 examples=args.examples,
                 progress=progress,
+                store=_store(settings, runtime.revision),
             )
     if args.json:
         print_json(report.to_dict())
@@ -256,6 +266,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
                 target_precision=args.target_precision,
                 review_precision=args.review_precision,
                 progress=progress,
+                store=_store(settings, runtime.revision),
             )
     if args.json:
         print_json(report.to_dict())

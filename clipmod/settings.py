@@ -144,6 +144,11 @@ class Settings:
         return self.data_dir / "blobs"
 
     @property
+    def traffic_dir(self) -> Path:
+        """The traffic store (`clipmod.traffic`): beside the blobs, on the same shared volume."""
+        return self.data_dir / "traffic"
+
+    @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+")
 

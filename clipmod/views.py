@@ -24,6 +24,7 @@ def verdict_view(verdict: Verdict, policy_version: PolicyVersion | None = None) 
         "policy": {"name": version.name, "version": version.version},
         "model": {"name": verdict.model_name, "revision": verdict.model_revision},
         "categories": verdict.categories,
+        "bank_match": verdict.bank_match,
         "scored_at": iso(verdict.scored_at),
     }
 

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod import embeddings, images
+from clipmod.banks.live import LiveBanks
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
 from clipmod.models import ActivationMode, PolicyVersion, utcnow
@@ -138,6 +139,7 @@ class Scorer:
         self.blobs = blobs
         self.policies = PolicyCache(runtime, settings.policy_refresh_s)
         self.worker_id = worker_id or store.worker_identity()
+        self.banks = LiveBanks(runtime.revision, settings.policy_refresh_s, runtime.device)
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -253,11 +255,13 @@ class Scorer:
                 groups.setdefault(version_id, []).append(w)
         out: dict[str, scoring.Outcome] = {}
         for version_id, group in groups.items():
+            prompts = self.policies.bank(session, version_id)
             outcomes = scoring.decide_batch(
-                self.policies.bank(session, version_id),
+                prompts,
                 [w.parts() for w in group],
                 item_ids=[w.id for w in group],
                 tenants=[w.tenant for w in group],
+                banks=self.banks.for_policy(session, prompts.policy),
             )
             out.update(zip([w.id for w in group], outcomes, strict=True))
         return out
@@ -285,6 +289,7 @@ class Scorer:
                 "audit": outcome.audit,
                 "model_name": self.runtime.display_name,
                 "model_revision": self.runtime.revision,
+                "bank_match": outcome.bank_match.to_dict() if outcome.bank_match else None,
                 "scored_at": now,
             },
             embedding={

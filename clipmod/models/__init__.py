@@ -1,6 +1,7 @@
 """Typed SQLAlchemy 2.0 tables, split by domain; import from here."""
 
 from clipmod.actions import Action
+from clipmod.models.banks import Bank, BankEntry, BankVersion
 from clipmod.models.base import Base, as_utc, new_id, utcnow
 from clipmod.models.drafts import PolicyDraft
 from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
@@ -22,12 +23,16 @@ from clipmod.models.policies import (
 )
 from clipmod.models.review import AuditEvent, Claim, Role, User, user_tenants
 from clipmod.models.tenancy import ApiKey, Tenant
+from clipmod.models.traffic import TrafficLog
 
 __all__ = [
     "Action",
     "ActivationMode",
     "ApiKey",
     "AuditEvent",
+    "Bank",
+    "BankEntry",
+    "BankVersion",
     "Base",
     "Claim",
     "Decision",
@@ -47,6 +52,7 @@ __all__ = [
     "ShadowVerdict",
     "SigningSecret",
     "Tenant",
+    "TrafficLog",
     "User",
     "Verdict",
     "as_utc",

@@ -78,6 +78,8 @@ class Verdict(Base):
     audit: Mapped[bool] = mapped_column(default=False)
     model_name: Mapped[str] = mapped_column(String(255))
     model_revision: Mapped[str] = mapped_column(String(64))
+    # {"bank", "version", "kind", "entry", "similarity", "threshold"} when a bank matched.
+    bank_match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     scored_at: Mapped[datetime] = mapped_column(Timestamp(), default=utcnow)
 
     item: Mapped[Item] = relationship(back_populates="verdict")

@@ -12,27 +12,37 @@ compares with moderators' decisions, and `report` holds the result. Cost is line
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
+from clipmod.banks import live, registry
+from clipmod.banks.history import match_history
 from clipmod.errors import ClipmodError
-from clipmod.models import PolicyVersion
+from clipmod.models import Bank, PolicyVersion
 from clipmod.policy import scoring, versions
+from clipmod.policy.banks import BankScores, BankSet, BankSnapshot
 from clipmod.policy.labels import judged, load_labels
 from clipmod.policy.report import BacktestReport, CategoryReport, counts, transitions
 from clipmod.policy.rescore import BankCache, score_items
 from clipmod.policy.schema import Policy
 from clipmod.policy.scoring import TextEncoder
 from clipmod.policy.traffic import Progress, StoredEmbeddings, as_utc, load_embeddings
+from clipmod.traffic.sync import TrafficStore
 
 F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
 
 
-def verdicts(policy: Policy, scores: F32, emb: StoredEmbeddings) -> scoring.Judgement:
+def verdicts(
+    policy: Policy,
+    scores: F32,
+    emb: StoredEmbeddings,
+    banks: tuple[BankSet, BankScores] | None = None,
+) -> scoring.Judgement:
     """`scoring.judge` over stored traffic: the worker's verdict rule, item for item."""
     return scoring.judge(
         policy,
@@ -40,7 +50,61 @@ def verdicts(policy: Policy, scores: F32, emb: StoredEmbeddings) -> scoring.Judg
         item_ids=emb.ids,
         tenant_ids=emb.tenant_ids,
         tenant_names=emb.tenant_names,
+        banks=banks,
     )
+
+
+Overrides = Mapping[str, BankSnapshot]
+
+
+def _memo(
+    read: Callable[[Session, Bank, int | None], BankSnapshot],
+) -> Callable[[Session, Bank, int | None], BankSnapshot]:
+    """Several policies reference the same bank: read each version once per backtest."""
+    seen: dict[tuple[int, int], BankSnapshot] = {}
+
+    def cached(session: Session, bank: Bank, version: int | None) -> BankSnapshot:
+        v = registry.resolve_version(session, bank, version)
+        if (bank.id, v) not in seen:
+            seen[(bank.id, v)] = read(session, bank, v)
+        return seen[(bank.id, v)]
+
+    return cached
+
+
+def bank_matches(
+    session: Session,
+    emb: StoredEmbeddings,
+    policies: list[Policy],
+    overrides: list[Overrides | None],
+) -> tuple[list[tuple[BankSet, BankScores] | None], list[str]]:
+    """Each policy's banks matched against history (None for a policy without banks), and the
+    references left out, as a worker would leave them out (`banks.live.resolve`)."""
+    read = _memo(registry.snapshot)
+    sets, notes = [], []
+    for policy, override in zip(policies, overrides, strict=True):
+        found, skipped = live.resolve(
+            session, policy, emb.model_revision, read=read, overrides=override
+        )
+        sets.append(found)
+        notes += [f"{policy.name}: {reason}: not matched" for reason in skipped]
+    used = [k for k, s in enumerate(sets) if s.banks]
+    scores = match_history(emb, [sets[k] for k in used]) if used and len(emb) else []
+    out: list[tuple[BankSet, BankScores] | None] = [None] * len(policies)
+    for k, hits in zip(used, scores, strict=True):
+        out[k] = (sets[k], hits)
+    return out, sorted(set(notes))
+
+
+def _bank_counts(
+    verdict: scoring.Judgement,
+    banks: tuple[BankSet, BankScores] | None,
+    mask: npt.NDArray[np.bool_],
+) -> dict[str, int]:
+    if banks is None:
+        return {}
+    per = np.bincount(verdict.bank[mask & (verdict.bank >= 0)], minlength=len(banks[0].banks))
+    return {snap.label: int(c) for snap, c in zip(banks[0].banks, per, strict=True) if c}
 
 
 def baseline_groups(
@@ -76,18 +140,24 @@ def backtest(
     banks: BankCache | None = None,
     progress: Progress | None = None,
     traffic: StoredEmbeddings | None = None,
+    store: TrafficStore | None = None,
+    draft_banks: Overrides | None = None,
+    baseline_banks: Overrides | None = None,
 ) -> BacktestReport:
     """Re-score stored traffic under `draft` and under what is active now; compare the two.
 
     `traffic` is stored traffic already read (a narrower window than `since`, see
-    `clipmod.policy.window`); without it, everything since `since` is read here.
+    `clipmod.policy.window`); without it, everything since `since` is read here (from the
+    traffic `store` when given). `draft_banks`/`baseline_banks` replace bank snapshots on one
+    side: that is how a bank change is backtested like a policy change
+    (`clipmod.banks.backtest`).
     """
     started = time.perf_counter()
     banks = banks or BankCache()
     emb = (
         traffic
         if traffic is not None
-        else load_embeddings(session, encoder.revision, since=since, progress=progress)
+        else load_embeddings(session, encoder.revision, since=since, progress=progress, store=store)
     )
     loaded = time.perf_counter()
     n = len(emb)
@@ -96,16 +166,25 @@ def backtest(
     draft_scores, *base_scores = score_items(
         emb, *(banks.get(p, encoder) for p in (draft, *policies))
     )
-    draft_verdict = verdicts(draft, draft_scores, emb)
+    matched, notes = bank_matches(
+        session, emb, [draft, *policies], [draft_banks, *[baseline_banks] * len(policies)]
+    )
+    draft_verdict = verdicts(draft, draft_scores, emb, matched[0])
+    bank_hits = {"draft": _bank_counts(draft_verdict, matched[0], np.ones(n, dtype=bool))}
+    bank_hits["baseline"] = {}
     draft_sev, draft_act = draft_verdict.severity, draft_verdict.action
     cat_ids = [c.id for c in draft.categories]
     base_act = np.zeros(n, dtype=np.int8)
     base_flag: dict[str, npt.NDArray[np.bool_]] = {}  # category -> flagged, where it exists
     base_has: dict[str, npt.NDArray[np.bool_]] = {}
     base_counts: dict[str, int] = {}
-    for (version, mask), policy, scores in zip(groups, policies, base_scores, strict=True):
-        base = verdicts(policy, scores, emb)
+    for (version, mask), policy, scores, hits in zip(
+        groups, policies, base_scores, matched[1:], strict=True
+    ):
+        base = verdicts(policy, scores, emb, hits)
         sev, act = base.severity, base.action
+        for label, count in _bank_counts(base, hits, mask).items():
+            bank_hits["baseline"][label] = bank_hits["baseline"].get(label, 0) + count
         base_act[mask] = act[mask]
         base_counts[version.label] = int(mask.sum())
         for c, cat in enumerate(policy.categories):
@@ -144,6 +223,8 @@ def backtest(
         actions={"draft": counts(draft_act), "baseline": counts(base_act) if n else {}},
         categories=categories,
         transitions=transitions(base_act, draft_act, emb.ids, examples),
+        bank_matches=bank_hits,
+        notes=notes,
         elapsed_s=ended - started,
         timings={
             "load_s": loaded - started,

@@ -5,6 +5,7 @@ A category missing from a decision is unknown, not "no": moderators label what t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clipmod.models import Decision
+from clipmod.traffic.ids import ItemIds
 
 I8 = npt.NDArray[np.int8]
 
 
-def load_labels(session: Session, ids: list[str], category_ids: list[str]) -> I8:
+def load_labels(session: Session, ids: Sequence[str], category_ids: list[str]) -> I8:
     """Moderator labels as an (n, C) matrix: 1 yes, 0 no, -1 not judged.
 
     A category missing from a decision is unknown, not "no": moderators label what they looked
@@ -29,11 +31,11 @@ def load_labels(session: Session, ids: list[str], category_ids: list[str]) -> I8
     ).all()
     if not rows or not ids:
         return labels
-    index = {item_id: i for i, item_id in enumerate(ids)}
+    # Decisions are few; items may be millions: look the decided ids up, never index them all.
+    where = ItemIds.of(ids).positions([item_id for item_id, _ in rows]).tolist()
     column = {cid: j for j, cid in enumerate(category_ids)}
-    for item_id, judged in rows:
-        i = index.get(item_id)
-        for cid, value in (judged or {}).items() if i is not None else ():
+    for i, (_, judged) in zip(where, rows, strict=True):
+        for cid, value in (judged or {}).items() if i >= 0 else ():
             j = column.get(cid)
             if j is not None:
                 labels[i, j] = 1 if value else 0

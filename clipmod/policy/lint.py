@@ -12,7 +12,10 @@ Codes are stable; severities:
   `threshold_flags_everything`);
 - warning: worth a look (`near_duplicate_prompt`, `prompt_truncated`,
   `never_flags`, `reviews_all_traffic`, `blocks_all_traffic`, `unknown_tenant`,
-  `escalation_unused`, `special_without_escalation`).
+  `escalation_unused`, `special_without_escalation`);
+- banks (`bank_lint`): errors `bank_not_found`, `bank_model_mismatch`,
+  `bank_version_not_found`; warnings `bank_empty`, `bank_entries_conflict`,
+  `bank_matches_much_traffic`.
 
 Exit status of `clipmod policy lint`: 0 clean (or warnings only), 1 warnings with `--strict`,
 2 any error or an invalid file.
@@ -35,12 +38,14 @@ from sqlalchemy.orm import Session
 from clipmod.bundled import declared_model_id
 from clipmod.models import Tenant
 from clipmod.policy import scoring
+from clipmod.policy.bank_lint import bank_findings
 from clipmod.policy.loader import node_at
 from clipmod.policy.rescore import BankCache, item_scores
 from clipmod.policy.schema import Category, Policy
 from clipmod.policy.scoring import TextEncoder
 from clipmod.policy.traffic import StoredEmbeddings, load_embeddings
 from clipmod.text import BODY_TOKENS
+from clipmod.traffic.sync import TrafficStore
 
 NEAR_DUPLICATE_COS = 0.95
 MIN_TRAFFIC = 20  # fewer stored items than this say nothing about a threshold
@@ -94,6 +99,7 @@ def lint(
     traffic: StoredEmbeddings | None = None,
     banks: BankCache | None = None,
     traffic_scores: Callable[[Policy, StoredEmbeddings], npt.NDArray[np.float32]] | None = None,
+    store: TrafficStore | None = None,
 ) -> list[Finding]:
     """Every finding for `policy`, errors first; positioned when `yaml_text` is given.
 
@@ -103,11 +109,16 @@ def lint(
     thresholds changed. They change no finding.
     """
     findings = [*_structure(policy), *_model_name(policy, runtime, model_name)]
+    emb: StoredEmbeddings | None = None  # stored traffic, once read (the bank checks use it too)
     if runtime is not None:
         findings += _tokens(policy, runtime)
         findings += _similar_prompts(policy, runtime, near_duplicate)
         if session is not None:
-            emb = traffic if traffic is not None else load_embeddings(session, runtime.revision)
+            emb = (
+                traffic
+                if traffic is not None
+                else load_embeddings(session, runtime.revision, store=store)
+            )
             if traffic_scores is None:
                 cache = banks or BankCache()
 
@@ -116,6 +127,10 @@ def lint(
 
             findings += _traffic(policy, emb, min_traffic, traffic_scores)
     if session is not None:
+        revision = runtime.revision if runtime is not None else None
+        findings += [
+            Finding(*f) for f in bank_findings(policy, session, revision, emb, min_traffic)
+        ]
         known = set(session.scalars(select(Tenant.name)))
         findings += [
             Finding("warning", "unknown_tenant", f"tenant_overrides.{name}", "no such tenant")

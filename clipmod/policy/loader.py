@@ -155,6 +155,18 @@ def check_size(text: str, source: str = "<policy>") -> None:
         )
 
 
+def problem_at(text: str, source: str, loc: tuple[int | str, ...], message: str) -> Problem:
+    """A problem found after validation (e.g. against the database), positioned like the rest."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+    node = node_at(root, loc)
+    mark = node.start_mark if node is not None else None
+    line, column = ((mark.line + 1), (mark.column + 1)) if mark else (1, 1)
+    return Problem(source, line, column, _field_path(loc), message)
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate YAML text; raise `PolicyError` listing every problem with its position."""
     check_size(text, source)

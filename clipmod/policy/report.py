@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +43,9 @@ class BacktestReport:
     actions: dict[str, dict[str, int]]  # {"draft": {...}, "baseline": {...}}
     categories: list[CategoryReport]
     transitions: list[Transition]
+    # {"draft"|"baseline": {"bank@version": items whose verdict that bank decided}}
+    bank_matches: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # bank references that could not be matched
     elapsed_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -73,6 +77,11 @@ class BacktestReport:
             )
         for t in self.transitions:
             lines.append(f"  {t.before}->{t.after}: {t.count}  e.g. {', '.join(t.examples)}")
+        for side, hits in self.bank_matches.items():
+            if hits:
+                per = ", ".join(f"{label} {count}" for label, count in sorted(hits.items()))
+                lines.append(f"bank matches ({side}): {per}")
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -86,7 +95,7 @@ def counts(action: I8) -> dict[str, int]:
     return {a.value: int(per[a.severity]) for a in Action}
 
 
-def transitions(before: I8, after: I8, ids: list[str], examples: int) -> list[Transition]:
+def transitions(before: I8, after: I8, ids: Sequence[str], examples: int) -> list[Transition]:
     """Counts of items whose action changed (allow→review, review→block, …) with example ids."""
     n = len(Action)
     code = before.astype(np.int64) * n + after

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from clipmod.policy import scoring
+from clipmod.policy import parallel, scoring
+from clipmod.policy.prompts import Workspace
 from clipmod.policy.schema import Policy
 from clipmod.policy.scoring import TextEncoder
 from clipmod.policy.traffic import StoredEmbeddings
@@ -27,17 +28,28 @@ _BLOCK = 8_192  # rows widened to float32 at a time (16 MiB at d=512)
 def _row_scores(rows: F16, banks: Sequence[scoring.PromptBank]) -> list[F32]:
     """Score float16 rows under several banks, widening to float32 a block at a time.
 
-    One reusable block instead of a float32 copy of everything: each row is widened once for
-    all banks, and memory stays flat (first touches of fresh pages are costly in VMs).
+    One reusable block per core instead of a float32 copy of everything: each row is widened
+    once for all banks, and memory stays flat (first touches of fresh pages are costly in VMs).
+    Banks that score alike (a draft that only moves thresholds) are scored once. Rows are split
+    across cores (`parallel`).
     """
-    outs = [np.empty((len(rows), len(b.spans)), dtype=np.float32) for b in banks]
-    block = np.empty((min(len(rows), _BLOCK), rows.shape[1]), dtype=np.float32)
-    for start in range(0, len(rows), _BLOCK):
-        part = block[: min(_BLOCK, len(rows) - start)]
-        np.copyto(part, rows[start : start + len(part)])
-        for out, bank in zip(outs, banks, strict=True):
-            out[start : start + len(part)] = scoring.score(bank, part)[0]
-    return outs
+    distinct: dict[tuple[object, ...], int] = {}
+    for bank in banks:
+        distinct.setdefault(bank.signature, len(distinct))
+    unique = [next(b for b in banks if b.signature == sig) for sig in distinct]
+    outs = [np.empty((len(rows), len(b.spans)), dtype=np.float32) for b in unique]
+
+    def job(lo: int, hi: int) -> None:
+        block = np.empty((min(hi - lo, _BLOCK), rows.shape[1]), dtype=np.float32)
+        work = Workspace()
+        for start in range(lo, hi, _BLOCK):
+            part = block[: min(_BLOCK, hi - start)]
+            np.copyto(part, rows[start : start + len(part)])
+            for out, bank in zip(outs, unique, strict=True):
+                out[start : start + len(part)] = scoring.score(bank, part, tops=False, work=work)[0]
+
+    parallel.over_rows(len(rows), _BLOCK, job)
+    return [outs[distinct[b.signature]] for b in banks]
 
 
 def score_items(emb: StoredEmbeddings, *banks: scoring.PromptBank) -> list[F32]:

@@ -11,6 +11,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+BANK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_PROMPT_CHARS = 300
 # Every prompt goes through the text encoder whenever a version is loaded, linted or backtested
 # (~40 ms each for ViT-B/32 on a CPU), and a list this long is a paste accident, not an
@@ -77,6 +78,20 @@ class TenantOverride(_Strict):
     thresholds: dict[str, Thresholds] = Field(default_factory=dict)
 
 
+class BankRef(_Strict):
+    """A bank the policy matches against (see `clipmod.policy.banks`).
+
+    `threshold` is a cosine between L2-normalised embeddings, hence within [-1, 1]; what a match
+    does comes from the bank's kind. Without `version` the newest version applies, so adding a
+    known-bad image takes effect without publishing the policy again; the verdict records the
+    exact `bank@version` it matched.
+    """
+
+    name: str = Field(pattern=BANK_NAME_PATTERN)
+    threshold: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
+    version: int | None = Field(default=None, ge=1)
+
+
 class Policy(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     description: str = ""
@@ -85,6 +100,7 @@ class Policy(_Strict):
     escalation: Escalation = Field(default_factory=Escalation)
     audit_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     tenant_overrides: dict[str, TenantOverride] = Field(default_factory=dict)
+    banks: list[BankRef] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids_and_known_overrides(self) -> Self:
@@ -99,6 +115,9 @@ class Policy(_Strict):
                 raise ValueError(
                     f"tenant_overrides.{tenant}: unknown categories {', '.join(unknown)}"
                 )
+        names = [b.name for b in self.banks]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"banks: bank {name!r} is listed twice")
         return self
 
     def category(self, category_id: str) -> Category:

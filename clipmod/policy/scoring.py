@@ -1,150 +1,52 @@
-"""Scoring maths: embeddings in, per-category scores and actions out.
+"""The verdict rule: per-category scores (`prompts`) and bank matches (`banks`) in, actions out.
 
 Pure numpy and vectorised over items, so the worker (a batch of fresh embeddings) and a backtest
-(100k stored embeddings) run the same code. Embeddings are L2-normalised, so a dot product is a
-cosine. Two modes per category (see README "Scoring"):
-
-- `similarity`: max over the category's prompts of weight · cosine (the Stable Diffusion safety
-  checker's and LAION's detector's rule);
-- `contrast`: CLIP zero-shot; softmax with the model's logit scale over prompts + negatives
-  (log-weights as priors); the score is the probability mass on the category's own prompts.
+(a million stored embeddings) run the same code: `judge` is the one place thresholds,
+escalation, banks and audit sampling turn scores into actions. The prompt maths lives in
+`clipmod.policy.prompts` and is re-exported here, where callers have always found it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from clipmod.actions import Action
-from clipmod.policy.schema import Category, Policy
+from clipmod.policy import banks as bank_rule
+from clipmod.policy.banks import BankMatch, BankScores, BankSet
+from clipmod.policy.prompts import (
+    F32,
+    F64,
+    I64,
+    PromptBank,
+    TextEncoder,
+    build_bank,
+    l2_normalise,
+    max_over,
+    prompt_texts,
+    score,
+)
+from clipmod.policy.schema import Policy
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+__all__ = [
+    "F32",
+    "PromptBank",
+    "TextEncoder",
+    "build_bank",
+    "decide",
+    "decide_batch",
+    "judge",
+    "l2_normalise",
+    "max_over",
+    "prompt_texts",
+    "score",
+]
+
 I8 = npt.NDArray[np.int8]
-
-
-class TextEncoder(Protocol):
-    """What scoring needs of a model: prompt embeddings, and which weights they came from.
-
-    `clipmod.runtime.ClipRuntime` is one; tests and benchmarks may pass a stand-in.
-    """
-
-    @property
-    def revision(self) -> str: ...
-    @property
-    def logit_scale(self) -> float: ...
-    def encode_texts(self, texts: Sequence[str]) -> npt.NDArray[np.floating[Any]]: ...
-
-
-def l2_normalise(x: npt.NDArray[np.floating]) -> F32:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: F32 = (x / np.maximum(norm, 1e-12)).astype(np.float32)
-    return out
-
-
-@dataclass(frozen=True)
-class _Span:
-    """Where one category's prompts and negatives sit in the bank's embedding matrix."""
-
-    prompts: I64
-    negatives: I64
-    log_weights: F32  # over prompts then negatives (contrast priors)
-    weights: F32  # over prompts (similarity scale)
-
-
-@dataclass(frozen=True)
-class PromptBank:
-    """Prompt embeddings of one policy version under one model: computed once, reused per item."""
-
-    policy: Policy
-    texts: tuple[str, ...]
-    embeddings: F32  # (P, d), L2-normalised
-    logit_scale: float
-    spans: tuple[_Span, ...]
-
-    @property
-    def category_ids(self) -> list[str]:
-        return [c.id for c in self.policy.categories]
-
-
-def prompt_texts(policy: Policy) -> list[str]:
-    """Every distinct prompt and negative text, in a stable order (the bank's rows)."""
-    seen: dict[str, None] = {}
-    for cat in policy.categories:
-        for p in (*cat.prompts, *cat.negatives):
-            seen.setdefault(p.text, None)
-    return list(seen)
-
-
-def build_bank(
-    policy: Policy,
-    encode_texts: Callable[[list[str]], npt.NDArray[np.floating]],
-    logit_scale: float,
-) -> PromptBank:
-    """Embed each distinct prompt once; categories refer to rows by index."""
-    texts = prompt_texts(policy)
-    embeddings = l2_normalise(encode_texts(texts))
-    row = {t: i for i, t in enumerate(texts)}
-    spans = []
-    for cat in policy.categories:
-        prompts = np.array([row[p.text] for p in cat.prompts], dtype=np.int64)
-        negatives = np.array([row[p.text] for p in cat.negatives], dtype=np.int64)
-        weights = np.array([p.weight for p in cat.prompts], dtype=np.float32)
-        neg_weights = np.array([p.weight for p in cat.negatives], dtype=np.float32)
-        spans.append(
-            _Span(prompts, negatives, np.log(np.concatenate([weights, neg_weights])), weights)
-        )
-    return PromptBank(policy, tuple(texts), embeddings, float(logit_scale), tuple(spans))
-
-
-def _category_scores(cat: Category, span: _Span, sims: F32, scale: float) -> tuple[F32, I64]:
-    if cat.mode == "similarity":
-        weighted = sims[:, span.prompts] * span.weights
-        top = weighted.argmax(axis=1)
-        return weighted[np.arange(len(sims)), top], top
-    cols = np.concatenate([span.prompts, span.negatives])
-    logits = sims[:, cols] * scale + span.log_weights
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    own = probs[:, : len(span.prompts)]
-    return own.sum(axis=1), own.argmax(axis=1)
-
-
-def score(bank: PromptBank, embeddings: npt.NDArray[np.floating]) -> tuple[F32, I64]:
-    """Scores (n, C) and, per category, the index of its top prompt within the category (n, C)."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    if emb.ndim == 1:
-        emb = emb[None, :]
-    n, n_cat = emb.shape[0], len(bank.spans)
-    scores = np.zeros((n, n_cat), dtype=np.float32)
-    tops = np.zeros((n, n_cat), dtype=np.int64)
-    if n == 0:
-        return scores, tops
-    sims = emb @ bank.embeddings.T
-    for c, (cat, span) in enumerate(zip(bank.policy.categories, bank.spans, strict=True)):
-        scores[:, c], tops[:, c] = _category_scores(cat, span, sims, bank.logit_scale)
-    return scores, tops
-
-
-def max_over(parts: Sequence[tuple[F32, I64]]) -> tuple[F32, I64, I64]:
-    """Combine several score sets for ONE item (image, text windows) by per-category maximum.
-
-    Returns (scores (C,), top prompt (C,), index of the part that won (C,)).
-    """
-    stacked = np.concatenate([s for s, _ in parts], axis=0)  # (parts*rows, C)
-    tops = np.concatenate([t for _, t in parts], axis=0)
-    owner = np.concatenate([np.full(len(s), i) for i, (s, _) in enumerate(parts)])
-    best = stacked.argmax(axis=0)
-    cols = np.arange(stacked.shape[1])
-    return stacked[best, cols], tops[best, cols], owner[best].astype(np.int64)
 
 
 def thresholds(policy: Policy, tenant: str | None = None) -> tuple[F64, F64]:
@@ -203,6 +105,7 @@ class Judgement:
     block_at: F64  # (n, C)
     action: I8  # (n,) the item's severity, audit samples raised to review
     audit: npt.NDArray[np.bool_]  # (n,) allowed items sent to review by sampling
+    bank: I64  # (n,) index of the bank match that decided (`BankSet.banks`), -1 where none
 
 
 def judge(
@@ -212,13 +115,16 @@ def judge(
     item_ids: Sequence[str],
     tenant_ids: I64,
     tenant_names: Mapping[int, str],
+    banks: tuple[BankSet, BankScores] | None = None,
 ) -> Judgement:
-    """THE verdict rule, for a batch: thresholds, escalation, most severe category, audit.
+    """THE verdict rule, for a batch: thresholds, escalation, banks, most severe, audit.
 
     The worker calls it once per batch and a backtest once per policy over all stored traffic,
     so the two can never disagree. Thresholds depend on the tenant only through
     `tenant_overrides`, so items are grouped into one group per overridden tenant plus everyone
-    else: a handful of vectorised calls, whatever the number of items.
+    else: a handful of vectorised calls, whatever the number of items. Bank matches (their
+    cosines computed by the caller, see `clipmod.policy.banks`) apply after the prompts: an
+    `allow` match clears prompt-based flags, a `block`/`review` match raises the action.
     """
     n, n_cat = scores.shape
     severity = np.zeros((n, n_cat), dtype=np.int8)
@@ -239,7 +145,14 @@ def judge(
             severity[mask], eff_review[mask], eff_block[mask] = apply_thresholds(
                 policy, scores[mask], review, block
             )
+    deciding = np.full(n, -1, dtype=np.int64)
+    if banks is not None:
+        decision = bank_rule.decide(*banks)
+        severity[decision.suppressed] = 0
+        deciding = decision.bank
     action = severity.max(axis=1) if n_cat else np.zeros(n, dtype=np.int8)
+    if banks is not None:
+        action = np.maximum(action, decision.severity)
     audit = np.zeros(n, dtype=bool)
     if policy.audit_sample_rate > 0:
         # Sampling hashes the item id, so only allowed items are hashed at all.
@@ -247,7 +160,7 @@ def judge(
         rate = policy.audit_sample_rate
         audit[allowed] = [audit_sampled(item_ids[i], rate) for i in allowed.tolist()]
         action[audit] = Action.REVIEW.severity
-    return Judgement(severity, eff_review, eff_block, action.astype(np.int8), audit)
+    return Judgement(severity, eff_review, eff_block, action.astype(np.int8), audit, deciding)
 
 
 @dataclass(frozen=True)
@@ -277,6 +190,7 @@ class Outcome:
     action: Action
     categories: list[CategoryResult]
     audit: bool
+    bank_match: BankMatch | None = None
 
 
 Parts = Sequence[tuple[str, npt.NDArray[np.floating]]]
@@ -289,12 +203,14 @@ def decide_batch(
     *,
     item_ids: Sequence[str],
     tenants: Sequence[str | None],
+    banks: BankSet | None = None,
 ) -> list[Outcome]:
     """Verdicts for a batch: every row scored in ONE matrix product, then `judge` once.
 
     Rows of all items are stacked so the prompt similarity is one (rows, d) @ (d, P) product;
     each item's score per category is then the maximum over its own rows (`max_over`), which
-    also names the prompt and the source (image or text) that decided it.
+    also names the prompt and the source (image or text) that decided it. With `banks`, the
+    batch's image rows go through one more product, against the policy's stacked banks.
     """
     if not items:
         return []
@@ -317,8 +233,14 @@ def decide_batch(
     names = dict(enumerate(dict.fromkeys(t for t in tenants if t is not None)))
     index = {t: i for i, t in names.items()}
     tenant_ids = np.array([index.get(t, -1) if t else -1 for t in tenants], dtype=np.int64)
+    matched = _match_images(banks, items, bank.embeddings.shape[1]) if banks else None
     verdict = judge(
-        bank.policy, scores, item_ids=item_ids, tenant_ids=tenant_ids, tenant_names=names
+        bank.policy,
+        scores,
+        item_ids=item_ids,
+        tenant_ids=tenant_ids,
+        tenant_names=names,
+        banks=(banks, matched) if banks is not None and matched is not None else None,
     )
     outcomes = []
     for k, parts in enumerate(items):
@@ -335,12 +257,40 @@ def decide_batch(
             )
             for c, cat in enumerate(bank.policy.categories)
         ]
+        hit = (
+            bank_rule.match_of(banks, matched, int(verdict.bank[k]), k)
+            if banks is not None and matched is not None and verdict.bank[k] >= 0
+            else None
+        )
         outcomes.append(
-            Outcome(Action.of(int(verdict.action[k])), categories, bool(verdict.audit[k]))
+            Outcome(Action.of(int(verdict.action[k])), categories, bool(verdict.audit[k]), hit)
         )
     return outcomes
 
 
-def decide(bank: PromptBank, parts: Parts, *, item_id: str, tenant: str | None = None) -> Outcome:
+def _match_images(banks: BankSet, items: Sequence[Parts], dim: int) -> BankScores:
+    """Bank cosines for each item's image row (items without an image match nothing)."""
+    owners = [k for k, parts in enumerate(items) for source, _ in parts if source == "image"]
+    rows = [
+        np.asarray(emb, dtype=np.float32).reshape(-1, dim)[0]
+        for parts in items
+        for source, emb in parts
+        if source == "image"
+    ]
+    found = banks.match(np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32))
+    sim = np.full((len(items), len(banks.banks)), -np.inf, dtype=np.float32)
+    entry = np.full((len(items), len(banks.banks)), -1, dtype=np.int64)
+    sim[owners], entry[owners] = found.similarity, found.entry
+    return BankScores(sim, entry)
+
+
+def decide(
+    bank: PromptBank,
+    parts: Parts,
+    *,
+    item_id: str,
+    tenant: str | None = None,
+    banks: BankSet | None = None,
+) -> Outcome:
     """The verdict for one item: `decide_batch` with a batch of one."""
-    return decide_batch(bank, [parts], item_ids=[item_id], tenants=[tenant])[0]
+    return decide_batch(bank, [parts], item_ids=[item_id], tenants=[tenant], banks=banks)[0]

@@ -33,6 +33,7 @@ from clipmod.policy.rescore import BankCache, item_scores
 from clipmod.policy.schema import Policy
 from clipmod.policy.scoring import TextEncoder
 from clipmod.policy.traffic import Progress, load_embeddings
+from clipmod.traffic.sync import TrafficStore
 
 F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
@@ -180,13 +181,16 @@ def suggest(
     points: int = 20,
     banks: BankCache | None = None,
     progress: Progress | None = None,
+    store: TrafficStore | None = None,
 ) -> SuggestReport:
     """Suggested review_at/block_at per category of `policy`, from labelled stored traffic."""
     if not 0 < review_precision <= target_precision <= 1:
         raise InvalidInput(
             "need 0 < review precision ≤ target precision ≤ 1", code="invalid_precision"
         )
-    emb = load_embeddings(session, encoder.revision, labelled_only=True, progress=progress)
+    emb = load_embeddings(
+        session, encoder.revision, labelled_only=True, progress=progress, store=store
+    )
     scores = item_scores((banks or BankCache()).get(policy, encoder), emb)
     ids = [c.id for c in policy.categories]
     labels = load_labels(session, emb.ids, ids)

@@ -32,6 +32,7 @@ from clipmod.policy.loader import PolicyError, Problem, parse_policy
 from clipmod.policy.rescore import BankCache, item_scores
 from clipmod.policy.schema import Policy
 from clipmod.policy.traffic import StoredEmbeddings, load_embeddings
+from clipmod.traffic.sync import TrafficStore
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def check(
     traffic: StoredEmbeddings | None = None,
     banks: BankCache | None = None,
     scores: ScoreCache | None = None,
+    store: TrafficStore | None = None,
 ) -> Validation:
     """Parse, then lint: a text with problems is not linted (there is no policy to lint)."""
     try:
@@ -107,6 +109,7 @@ def check(
         source=source,
         near_duplicate=near_duplicate,
         traffic=traffic,
+        store=store,
         banks=banks,
         traffic_scores=scores.scores_of(runtime, banks) if scores and runtime else None,
     )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from clipmod.errors import InvalidInput
 from clipmod.models import Item, ItemEmbedding, Tenant
 from clipmod.policy.traffic import Progress, StoredEmbeddings, as_utc, load_embeddings
+from clipmod.traffic.ids import ItemIds
 
 MAX_LAST = 1_000_000
 
@@ -117,7 +118,7 @@ def _empty(session: Session, revision: str) -> StoredEmbeddings:
     names = dict(session.execute(select(Tenant.id, Tenant.name)).all())
     rows = np.zeros((0, 1), dtype=np.float16)
     none = np.zeros(0, dtype=np.int64)
-    return StoredEmbeddings([], none, names, rows, none, rows, none, none, revision)
+    return StoredEmbeddings(ItemIds.of([]), none, names, rows, none, rows, none, none, revision)
 
 
 def subset(emb: StoredEmbeddings, keep: npt.NDArray[np.bool_]) -> StoredEmbeddings:
@@ -131,7 +132,7 @@ def subset(emb: StoredEmbeddings, keep: npt.NDArray[np.bool_]) -> StoredEmbeddin
     kept_windows = windows[txt_keep]
     starts = np.concatenate([[0], np.cumsum(kept_windows)[:-1]]).astype(np.int64)
     return StoredEmbeddings(
-        ids=[i for i, k in zip(emb.ids, keep.tolist(), strict=True) if k],
+        ids=ItemIds.of([i for i, k in zip(emb.ids, keep.tolist(), strict=True) if k]),
         tenant_ids=emb.tenant_ids[keep],
         tenant_names=emb.tenant_names,
         image=emb.image[img_keep],

@@ -18,8 +18,10 @@ from clipmod.db import transaction
 from clipmod.demo import world
 from clipmod.models import ItemEmbedding, ItemStatus, PolicyVersion, Verdict
 from clipmod.policy import scoring, versions
+from clipmod.policy.traffic import load_embeddings
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
+from clipmod.traffic.sync import TrafficStore
 from tests.e2e.conftest import Stack, wait_for
 from tests.images import encode
 
@@ -104,6 +106,15 @@ def full_path(stack: Stack, runtime: ClipRuntime) -> None:
         assert row is not None and row.image is not None
         stored = embeddings.from_bytes(row.image, row.dim)[0]
         np.testing.assert_allclose(stored, runtime.encode_images([sample.image])[0], atol=5e-3)
+        # The traffic store holds what the worker wrote: the log trigger fed it (on SQLite and
+        # on PostgreSQL alike), and its rows are the stored bytes.
+        store = TrafficStore(stack.settings.traffic_dir, runtime.revision)
+        mirrored = load_embeddings(session, runtime.revision, store=store)
+        assert sorted(mirrored.ids) == sorted(samples)
+        k = mirrored.ids.positions([item_id])[0]
+        np.testing.assert_array_equal(
+            mirrored.image[mirrored.image_items == k][0], embeddings.rows(row.image, row.dim)[0]
+        )
 
 
 def hot_reload(stack: Stack) -> None:

@@ -82,7 +82,7 @@ def test_a_subset_scores_exactly_as_those_items_did_in_the_whole(
         np.ones(24, bool),
     ):
         part = window.subset(whole, keep)
-        assert part.ids == [i for i, k in zip(whole.ids, keep, strict=True) if k]
+        assert list(part.ids) == [i for i, k in zip(whole.ids, keep, strict=True) if k]
         np.testing.assert_array_equal(item_scores(bank, part), whole_scores[keep])
 
 
