@@ -39,12 +39,13 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## benchmarks: pipeline vs bare forward, policy backtest, intake/bare + idle latency
+bench: venv ## benchmarks: pipeline vs bare forward (embedded, and Redis + PostgreSQL), policy backtest, intake/bare + idle latency
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.backtest
 	.ci/services start
-	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.intake; rc=$$?; \
-	  .ci/services stop; exit $$rc
+	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.pipeline --model bundled \
+	  --broker $$CLIPMOD_TEST_REDIS_URL --database $$CLIPMOD_TEST_PG_URL && \
+	  $(BIN)/python -m bench.intake; rc=$$?; .ci/services stop; exit $$rc
 
 gpu-wheels: venv ## wheels (Python 3.12) a bare GPU machine lacks, into .bench/wheels (bench/gpu.sh)
 	$(BIN)/python -m bench.gpu_wheels --dest .bench/wheels
