@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -48,9 +51,23 @@ class Decoded:
 _job: tuple[ImageLimits, ImageSpec] | None = None
 
 
-def _init(limits: ImageLimits, spec: ImageSpec) -> None:
+def _exit_with(parent: int, poll_s: float) -> None:
+    """A SIGKILLed worker cannot stop its pool, and the children hold both ends of the pool's
+    queues (so they never read EOF): without this they would outlive it forever."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(0)
+
+
+def _init(limits: ImageLimits, spec: ImageSpec, parent: int) -> None:
+    """`parent` comes from the worker: a child still starting when the worker dies would
+    otherwise read init's pid from `getppid()` and watch the wrong process."""
     global _job
     _job = (limits, spec)
+    if os.getppid() != parent:
+        os._exit(0)
+    watch = threading.Thread(target=_exit_with, args=(parent, 1.0), daemon=True)
+    watch.start()
 
 
 def decode_job(data: bytes) -> Decoded:
@@ -96,7 +113,7 @@ class DecodePool:
                 self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init,
-                initargs=(self.limits, self.spec),
+                initargs=(self.limits, self.spec, os.getpid()),
             )
         return self._pool
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -86,3 +90,37 @@ def test_a_dying_decoder_fails_only_its_item(settings: Settings, runtime) -> Non
         assert pool.decode([jpeg])[0].pixels is not None  # a fresh pool serves the next batch
     finally:
         pool.close()
+
+
+CHILD = """
+import json, multiprocessing, numpy as np, time
+from clipmod.images import ImageLimits
+from clipmod.pixels import ImageSpec
+from workers.decoding import DecodePool
+spec = ImageSpec(64, None, (64, 64), 3, np.zeros(3, np.float32), np.ones(3, np.float32), 1 / 255)
+pool = DecodePool(2, ImageLimits(40_000_000, 12_000, 20.0), spec)
+pool.warm()
+print(json.dumps([p.pid for p in multiprocessing.active_children()]), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_decoders_do_not_outlive_a_sigkilled_worker() -> None:
+    with subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        children = json.loads(proc.stdout.readline())
+        assert len(children) >= 2 and all(_running(p) for p in children)
+        proc.kill()
+    deadline = time.monotonic() + 15
+    while any(_running(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in children if _running(p)]
