@@ -39,14 +39,28 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## benchmarks: pipeline vs bare forward, 1M-item backtest + store rebuild, bank overhead, policy editor, intake/bare + idle latency
+bench: venv ## benchmarks: pipeline vs bare forward (embedded, and Redis + PostgreSQL), 1M-item backtest + store rebuild, bank overhead, policy editor, intake/bare + idle latency
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.backtest --rebuild
 	$(BIN)/python -m bench.banks
 	$(BIN)/python -m bench.editor
 	.ci/services start
-	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.intake; rc=$$?; \
-	  .ci/services stop; exit $$rc
+	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.pipeline --model bundled \
+	  --broker $$CLIPMOD_TEST_REDIS_URL --database $$CLIPMOD_TEST_PG_URL && \
+	  $(BIN)/python -m bench.intake; rc=$$?; .ci/services stop; exit $$rc
+
+gpu-wheels: venv ## wheels (Python 3.12) a bare GPU machine lacks, into .bench/wheels (bench/gpu.sh)
+	$(BIN)/python -m bench.gpu_wheels --dest .bench/wheels
+
+REDIS_LIBS := libatomic libsystemd libcap libgcrypt libgpg-error liblz4 libzstd liblzma libssl libcrypto
+gpu-redis: ## Debian's redis-server unpacked with its libraries into .bench/redis (bench/gpu.sh)
+	rm -rf .bench/redis && mkdir -p .bench/redis/debs .bench/redis/root .bench/redis/lib
+	cd .bench/redis/debs && apt-get download redis-server redis-tools libjemalloc2 liblzf1
+	for deb in .bench/redis/debs/*.deb; do dpkg -x $$deb .bench/redis/root; done
+	cp -L .bench/redis/root/usr/lib/x86_64-linux-gnu/*.so.* .bench/redis/lib/
+	for lib in $(REDIS_LIBS); do cp -L /lib/x86_64-linux-gnu/$$lib.so.* .bench/redis/lib/; done
+	rm -rf .bench/redis/debs
+	LD_LIBRARY_PATH=.bench/redis/lib .bench/redis/root/usr/bin/redis-server --version
 
 eval: venv ## evaluate the bundled demo model and policy
 	$(BIN)/clipmod eval
@@ -70,4 +84,4 @@ editor-assets: ## rebuild the policy editor's vendored CodeMirror bundle (needs 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help venv run lint test test-fast bench eval train-demo reproduce-demo migration screenshots editor-assets clean
+.PHONY: help venv run lint test test-fast bench gpu-wheels gpu-redis eval train-demo reproduce-demo migration screenshots editor-assets clean

@@ -9,9 +9,13 @@ For each model (the bundled demo CLIP, and a full-size ViT-B/32 from transformer
    from the verdicts' own `scored_at` stamps over the steady state (first batch excluded, as the
    bare forward's warm-up is), so process start and model load are not counted.
 
-The ratio pipeline / bare forward is the figure of merit: it says how much the service loses
-to queueing, decoding, preprocessing, scoring and database writes. Goal: ≥ 0.85 on ViT-B/32.
-Run: `make bench` or `python -m bench.pipeline [--only vit-b32] [--images N]`.
+The ratio pipeline (e2e) / bare forward is the figure of merit: it says how much the service
+loses to queueing, decoding, preprocessing, scoring and database writes. Goal: ≥ 0.85 on
+ViT-B/32. `--device cuda` runs both halves on the GPU in fp16 (`bench/gpu.sh` prepares a bare
+GPU machine); `--broker`/`--database` (or `CLIPMOD_BENCH_BROKER_URL`/`CLIPMOD_BENCH_DATABASE_URL`)
+move the pipeline to Redis/PostgreSQL: a PostgreSQL URL names the server, and the benchmark
+creates and drops a database of its own on it.
+Run: `make bench` or `python -m bench.pipeline [--model vit-b32] [--images N] [--device cuda]`.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 from tqdm import tqdm
 
 from clipmod import keys, migrate
@@ -62,25 +69,35 @@ def vit_b32_folder() -> Path:
     return folder
 
 
-def make_jpegs(n: int) -> list[bytes]:
-    """Upload-like JPEGs: world scenes upscaled to 640x480 with sensor-ish noise."""
+def make_jpegs(n: int, unique: int = 384) -> list[bytes]:
+    """Upload-like JPEGs: world scenes upscaled to 640x480 with sensor-ish noise.
+
+    Rendering costs ~8 ms an image even on a fast machine, so at most `unique` are rendered and
+    the list cycles through them: every upload is still its own item, decoded on its own.
+    """
     rng = np.random.default_rng(0)
-    out = []
-    for seed in tqdm(range(n), desc="images", file=sys.stderr, leave=False):
+    out: list[bytes] = []
+    for seed in tqdm(range(min(n, unique)), desc="images", file=sys.stderr, leave=False):
         img = world.render(seed, "heldout").image.resize((640, 480), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.int16) + rng.integers(-6, 7, (480, 640, 3))
         buf = io.BytesIO()
         Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=88)
         out.append(buf.getvalue())
-    return out
+    return [out[i % len(out)] for i in range(n)]
 
 
-def bare_forward(model_dir: Path, jpegs: list[bytes], batch: int, batches: int) -> float:
+def bare_forward(
+    model_dir: Path, jpegs: list[bytes], batch: int, batches: int, device: str = "cpu"
+) -> float:
+    """The model alone on ready uint8 pixels (host → device copy and normalisation included)."""
     from clipmod.runtime import ClipRuntime
 
-    runtime = ClipRuntime.load(str(model_dir), "cpu")
+    runtime = ClipRuntime.load(str(model_dir), device)
     pixels = np.stack(
-        [runtime.preprocess(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs[:batch]]
+        [
+            runtime.preprocess(Image.open(io.BytesIO(jpegs[i % len(jpegs)])).convert("RGB"))
+            for i in range(batch)
+        ]
     )
     runtime.encode_pixels(pixels)  # warm-up
     started = time.perf_counter()
@@ -89,20 +106,62 @@ def bare_forward(model_dir: Path, jpegs: list[bytes], batch: int, batches: int) 
     return batch * batches / (time.perf_counter() - started)
 
 
-def pipeline(model_dir: Path, jpegs: list[bytes], batch: int) -> float:
+@contextmanager
+def fresh_database(url: str | None) -> Iterator[str | None]:
+    """A PostgreSQL server URL → a database of this run's own, dropped afterwards; anything
+    else (None: SQLite in the run's data dir) as given."""
+    if not url or not url.startswith("postgresql"):
+        yield url
+        return
+    name = f"clipmod_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def pipeline(
+    model_dir: Path,
+    jpegs: list[bytes],
+    batch: int,
+    device: str = "cpu",
+    broker: str | None = None,
+    database: str | None = None,
+) -> float:
+    with fresh_database(database) as db_url:
+        return _pipeline(model_dir, jpegs, batch, device, broker, db_url)
+
+
+def _pipeline(
+    model_dir: Path,
+    jpegs: list[bytes],
+    batch: int,
+    device: str,
+    broker: str | None,
+    database: str | None,
+) -> float:
     from api import create_app
     from cli.supervise import WorkerProcess, settings_env
 
     data_dir = Path(tempfile.mkdtemp(prefix="clipmod-bench-"))
     try:
-        settings = settings_mod.load(
-            {
-                "CLIPMOD_DATA_DIR": str(data_dir),
-                "CLIPMOD_MODEL": str(model_dir),
-                "CLIPMOD_BATCH_SIZE": str(batch),
-                "CLIPMOD_DEVICE": "cpu",
-            }
-        )
+        env = {
+            "CLIPMOD_DATA_DIR": str(data_dir),
+            "CLIPMOD_MODEL": str(model_dir),
+            "CLIPMOD_BATCH_SIZE": str(batch),
+            "CLIPMOD_DEVICE": device,
+            # The benchmark is one tenant uploading as fast as it can: not what limits are for.
+            "CLIPMOD_RATE_LIMIT": "100000000/minute",
+        }
+        env.update({"CLIPMOD_BROKER_URL": broker} if broker else {})
+        env.update({"CLIPMOD_DATABASE_URL": database} if database else {})
+        env.update({k: v for k, v in os.environ.items() if k == "CLIPMOD_DECODE_PROCESSES"})
+        settings = settings_mod.load(env)
         migrate.upgrade(settings)
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
@@ -139,40 +198,58 @@ def pipeline(model_dir: Path, jpegs: list[bytes], batch: int) -> float:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+# name: (folder, batch, images, bare batches) on CPU; a GPU run takes --batch/--images.
 MODELS = {
     "bundled": (lambda: settings_mod.BUNDLED_MODEL, 32, 2048, 40),
     "vit-b32": (vit_b32_folder, 32, 320, 4),
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(MODELS))
+    parser.add_argument("--model", "--only", dest="model", choices=sorted(MODELS))
     parser.add_argument("--images", type=int, default=None, help="uploads per model")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32)")
+    parser.add_argument("--bare-batches", type=int, default=None)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--broker", default=os.environ.get("CLIPMOD_BENCH_BROKER_URL"))
+    parser.add_argument("--database", default=os.environ.get("CLIPMOD_BENCH_DATABASE_URL"))
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _options(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    backend = f"{(args.broker or 'sqla+sqlite').split(':')[0]} broker, " + (
+        f"{(args.database or 'sqlite').split(':')[0].split('+')[0]} database"
+    )
     results = {}
-    for name, (folder_fn, batch, n, bare_batches) in MODELS.items():
-        if args.only and name != args.only:
+    for name, (folder_fn, cpu_batch, n, bare_batches) in MODELS.items():
+        if args.model and name != args.model:
             continue
+        batch = args.batch or cpu_batch
         folder = folder_fn()
         jpegs = make_jpegs(args.images or n)
-        bare = bare_forward(folder, jpegs, batch, bare_batches)
-        piped = pipeline(folder, jpegs, batch)
+        bare = bare_forward(folder, jpegs, batch, args.bare_batches or bare_batches, args.device)
+        piped = pipeline(folder, jpegs, batch, args.device, args.broker, args.database)
         results[name] = {
             "batch": batch,
             "images": len(jpegs),
+            "device": args.device,
+            "backend": backend,
             "bare_forward_img_s": bare,
             "pipeline_img_s": piped,
             "ratio": piped / bare,
         }
         print(
-            f"{name:8s} batch {batch}: bare forward {bare:8.1f} img/s | pipeline "
-            f"{piped:8.1f} img/s | pipeline/bare = {piped / bare:.2f}",
+            f"{name:8s} {args.device} batch {batch} ({backend}): bare forward {bare:8.1f} img/s"
+            f" | e2e {piped:8.1f} img/s | e2e/bare = {piped / bare:.2f}",
             flush=True,
         )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if args.device == "cuda":
+        machine += f", {torch.cuda.get_device_name()}"
     print(f"machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.json:
         print(json.dumps({"machine": machine, "results": results}, indent=2))

@@ -5,9 +5,10 @@ it. It lives in the domain package so the API never imports worker internals.
 
 A bundled folder and a hub id (`openai/clip-vit-base-patch32`) take the same path through
 `AutoModel`/`AutoProcessor.from_pretrained`. Image preprocessing reimplements the processor's
-resize → centre-crop → normalise in PIL + numpy from the processor's own config: it matches
-transformers' output (tests/test_runtime.py checks this) and, fed by JPEG draft decoding, keeps
-preprocessing a small fraction of a forward pass.
+resize → centre-crop in PIL from the processor's own config (`clipmod.pixels`) and hands the
+model uint8; the rescale and mean/std normalisation run on the model's device. Together they
+match transformers' output (tests/unit/test_runtime.py checks this), and, fed by JPEG draft
+decoding, keep preprocessing a small fraction of a forward pass.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from clipmod.bundled import declared_model_id
+from clipmod.pixels import ImageSpec
 from clipmod.text import body_chunks
 
 log = logging.getLogger(__name__)
@@ -50,61 +51,6 @@ def model_revision(name: str, model: Any) -> str:
     return digest.hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """The processor's geometry and normalisation, read once from its config."""
-
-    shortest_edge: int | None
-    resize_hw: tuple[int, int] | None
-    crop_hw: tuple[int, int] | None
-    resample: int
-    mean: np.ndarray
-    std: np.ndarray
-    rescale: float
-
-    @classmethod
-    def from_processor(cls, image_processor: Any) -> ImageSpec:
-        size = dict(image_processor.size or {})
-        crop = dict(getattr(image_processor, "crop_size", None) or {})
-        do_crop = bool(getattr(image_processor, "do_center_crop", True)) and bool(crop)
-        return cls(
-            shortest_edge=size.get("shortest_edge"),
-            resize_hw=(size["height"], size["width"]) if "height" in size else None,
-            crop_hw=(crop["height"], crop["width"]) if do_crop else None,
-            resample=int(getattr(image_processor, "resample", Image.Resampling.BICUBIC)),
-            mean=np.asarray(image_processor.image_mean, dtype=np.float32),
-            std=np.asarray(image_processor.image_std, dtype=np.float32),
-            rescale=float(getattr(image_processor, "rescale_factor", 1 / 255)),
-        )
-
-    @property
-    def target(self) -> int:
-        """The smallest decoded size that loses nothing (for JPEG draft decoding)."""
-        if self.shortest_edge:
-            return self.shortest_edge
-        assert self.resize_hw is not None
-        return max(self.resize_hw)
-
-    def to_array(self, img: Image.Image) -> np.ndarray:
-        """RGB PIL image → normalised float32 CHW array, as the model expects."""
-        w, h = img.size
-        if self.shortest_edge:
-            s = self.shortest_edge
-            new_w, new_h = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-        else:
-            assert self.resize_hw is not None
-            new_h, new_w = self.resize_hw
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), resample=Image.Resampling(self.resample))
-        if self.crop_hw:
-            ch, cw = self.crop_hw
-            top, left = int((new_h - ch) / 2), int((new_w - cw) / 2)
-            img = img.crop((left, top, left + cw, top + ch))
-        arr = np.asarray(img, dtype=np.float32) * self.rescale
-        arr = (arr - self.mean) / self.std
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
-
-
 class ClipRuntime:
     """One loaded CLIP model; create it once per process (it is not cheap)."""
 
@@ -119,6 +65,8 @@ class ClipRuntime:
         self.revision = model_revision(name, model)
         self.logit_scale = float(model.logit_scale.exp().item())
         self.dim = int(model.config.projection_dim)
+        self._pinned: torch.Tensor | None = None
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def load(cls, name: str, device: str = "auto") -> ClipRuntime:
@@ -144,18 +92,54 @@ class ClipRuntime:
         return declared_model_id(path) or path.name
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
-        return self.image_spec.to_array(img)
+        """uint8 CHW at the model's resolution; `encode_pixels` normalises it on the device."""
+        return self.image_spec.to_uint8(img)
+
+    def _pinned_copy(self, pixels: np.ndarray) -> torch.Tensor:
+        """The batch in page-locked memory reused across batches, so the copy to the GPU is a
+        DMA that can overlap (`non_blocking`); pinning a fresh tensor each time costs a copy."""
+        src = torch.from_numpy(np.ascontiguousarray(pixels))
+        buf = self._pinned
+        if buf is None or buf.numel() < src.numel() or buf.dtype != src.dtype:
+            buf = self._pinned = torch.empty(src.numel(), dtype=src.dtype).pin_memory()
+        view = buf[: src.numel()].view(src.shape)
+        view.copy_(src)
+        return view
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, 3, H, W) preprocessed pixels → (n, d) L2-normalised float32 embeddings."""
+        """(n, 3, H, W) pixels → (n, d) L2-normalised float32 embeddings.
+
+        uint8 pixels (what `preprocess` gives) are rescaled and normalised here, on the model's
+        device, in float32 and then cast to the model's dtype; float pixels are taken as already
+        normalised (transformers' processor output).
+        """
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batch = torch.from_numpy(pixels).to(self.device, self.dtype)
+        if pixels.dtype == np.uint8:
+            host = self._pinned_copy(pixels) if self.device.type == "cuda" else None
+            raw = (
+                host.to(self.device, non_blocking=True)
+                if host is not None
+                else torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+            )
+            scale, shift = self._affine()
+            batch = torch.addcmul(shift, raw.float(), scale).to(self.dtype)
+        else:
+            batch = torch.from_numpy(pixels).to(self.device, self.dtype)
         out = self.model.get_image_features(pixel_values=batch)
         emb = getattr(out, "pooler_output", out)
         emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         return emb.cpu().numpy()
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x·rescale - mean)/std folded into one multiply-add per channel: fewer kernels."""
+        if self._norm is None:
+            spec = self.image_spec
+            scale = torch.from_numpy(spec.rescale / spec.std).reshape(1, 3, 1, 1)
+            shift = torch.from_numpy(-spec.mean / spec.std).reshape(1, 3, 1, 1)
+            self._norm = (scale.to(self.device), shift.to(self.device))
+        return self._norm
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

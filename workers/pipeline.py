@@ -3,22 +3,24 @@
 Celery only hands us ids (see `workers.tasks`); everything here takes its dependencies
 explicitly, so tests drive it directly against a real database and model.
 
-One batch = one transaction to claim the items, decoding in a thread pool, ONE image forward
-pass and ONE text forward pass, then one transaction writing every verdict and embedding.
+One batch = one transaction to claim the items, decoding in a thread or process pool
+(`CLIPMOD_DECODE_PROCESSES`, see `workers.decoding`), ONE image forward pass and ONE text
+forward pass, then one transaction writing every verdict and embedding.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import embeddings, images
+from clipmod import embeddings, images, pixels
 from clipmod.banks.live import LiveBanks
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
@@ -27,7 +29,7 @@ from clipmod.policy import scoring, versions
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
-from workers import ingest, metrics, store
+from workers import decoding, ingest, metrics, store
 from workers.metrics import StageTimer
 
 log = logging.getLogger(__name__)
@@ -141,9 +143,22 @@ class Scorer:
         self.worker_id = worker_id or store.worker_identity()
         self.banks = LiveBanks(runtime.revision, settings.policy_refresh_s, runtime.device)
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._limits = images.ImageLimits.from_settings(settings)
+        self._processes = (
+            decoding.DecodePool(settings.decode_processes, self._limits, runtime.image_spec)
+            if settings.decode_processes > 0
+            else None
+        )
+
+    def warm(self) -> None:
+        """Start the decode processes before the worker says it is ready."""
+        if self._processes is not None:
+            self._processes.warm()
 
     def close(self) -> None:
         self._decoder.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.close()
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -199,20 +214,15 @@ class Scorer:
                     self.policies.bank(session, shadow)
             return work
 
-    def _decode_one(self, w: _Work) -> None:
-        """Prepare one item; whatever goes wrong fails this item only, never its batch.
+    @contextmanager
+    def _item_guard(self, w: _Work) -> Iterator[None]:
+        """Whatever goes wrong preparing an item fails this item only, never its batch.
 
         Inputs are chosen by adversaries, so an unforeseen exception here is a property of the
         item, and retrying its batch-mates three times would only fail them too.
         """
         try:
-            if w.image_sha256:
-                data = self.blobs.get(w.image_sha256)
-                limits = images.ImageLimits.from_settings(self.settings)
-                img = images.decode_rgb(data, limits, target=self.runtime.image_spec.target)
-                w.pixels = self.runtime.preprocess(img)
-            if w.text:
-                w.windows = self.runtime.text_windows(w.text)
+            yield
         except ClipmodError as exc:
             w.error = exc
         except FileNotFoundError:
@@ -224,9 +234,38 @@ class Scorer:
                 code="prepare_error",
             )
 
+    def _decode_one(self, w: _Work) -> None:
+        with self._item_guard(w):
+            if w.image_sha256:
+                data = self.blobs.get(w.image_sha256)
+                w.pixels = pixels.decode_pixels(data, self._limits, self.runtime.image_spec)
+            if w.text:
+                w.windows = self.runtime.text_windows(w.text)
+
+    def _decode_in_processes(self, pool: decoding.DecodePool, work: list[_Work]) -> None:
+        """Blobs are read and text tokenised here; only the pixels cross to the children."""
+        jobs: list[tuple[_Work, bytes]] = []
+        for w in work:
+            with self._item_guard(w):
+                if w.image_sha256:
+                    jobs.append((w, self.blobs.get(w.image_sha256)))
+                if w.text:
+                    w.windows = self.runtime.text_windows(w.text)
+        decoded = pool.decode([data for _, data in jobs])
+        for (w, _), d in zip(jobs, decoded, strict=True):
+            if d.pixels is not None:
+                w.pixels = d.pixels
+                continue
+            if d.trace:
+                log.error("item %s: preparing it failed; failing this item only\n%s", w.id, d.trace)
+            w.error = ClipmodError(d.message, code=d.code)
+
     def _prepare(self, work: list[_Work]) -> None:
         ingest.fetch_urls(work, self.settings, self.blobs, self.sessions)
-        list(self._decoder.map(self._decode_one, work))
+        if self._processes is not None:
+            self._decode_in_processes(self._processes, work)
+        else:
+            list(self._decoder.map(self._decode_one, work))
 
     def _forward(self, work: list[_Work]) -> None:
         ok = [w for w in work if w.error is None]

@@ -74,6 +74,7 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
     seed_policy(settings, sessions)
     runtime = ClipRuntime.load(settings.model, settings.device)
     scorer = Scorer(settings, runtime, sessions, BlobStore(settings.blob_dir))
+    scorer.warm()
     with sessions() as session:
         active = versions.resolve(session, None)
         if active is not None:

@@ -14,10 +14,31 @@ from clipmod.text import CONTEXT_TOKENS
 def test_preprocessing_matches_the_processor(runtime: ClipRuntime, size: tuple[int, int]) -> None:
     rng = np.random.default_rng(sum(size))
     img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    ours = runtime.preprocess(img)
+    ours = runtime.image_spec.to_array(img)
     theirs = runtime.processor.image_processor(images=img, return_tensors="np")["pixel_values"][0]
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (640, 480), (33, 500)])
+def test_uint8_pixels_normalised_on_the_device_score_like_the_float32_path(
+    runtime: ClipRuntime, size: tuple[int, int]
+) -> None:
+    """The worker hands the model uint8 and normalises there; the embeddings (hence every
+    score) must be what the processor's float32 pixels give."""
+    rng = np.random.default_rng(size[0])
+    imgs = [
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        for _ in range(3)
+    ]
+    raw = np.stack([runtime.preprocess(i) for i in imgs])
+    assert raw.dtype == np.uint8
+    assert raw.shape[1] == 3
+    processor = runtime.processor.image_processor
+    theirs = np.stack([processor(images=i, return_tensors="np")["pixel_values"][0] for i in imgs])
+    np.testing.assert_allclose(
+        runtime.encode_pixels(raw), runtime.encode_pixels(theirs.astype(np.float32)), atol=1e-5
+    )
 
 
 def test_image_embeddings_are_unit_vectors(runtime: ClipRuntime) -> None:

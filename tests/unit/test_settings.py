@@ -17,6 +17,17 @@ def test_defaults_run_on_a_laptop(tmp_path: Path) -> None:
     assert (s.device, s.batch_size) == ("auto", 32)
 
 
+@pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 0), (4, 3), (16, 15), (64, 16)])
+def test_decode_processes_default_follows_the_cores(cores: int, expected: int) -> None:
+    assert settings.default_decode_processes(cores) == expected
+
+
+def test_decode_processes_round_trip_to_a_child(tmp_path: Path) -> None:
+    s = settings.load({"CLIPMOD_DATA_DIR": str(tmp_path), "CLIPMOD_DECODE_PROCESSES": "3"})
+    assert s.decode_processes == 3
+    assert settings.load(s.to_env()).decode_processes == 3
+
+
 def test_overrides(tmp_path: Path) -> None:
     s = settings.load(
         {
