@@ -116,19 +116,51 @@ def decide(
             f"already decided ({previous.action.value}) by {previous.moderator}",
             code="already_decided",
         )
+    claims.claim(session, item, user, lease, now=now)
+    decision = _store(
+        session,
+        item,
+        verdict,
+        request,
+        previous,
+        moderator=user.email,
+        user=user,
+        source="dashboard",
+        now=now,
+        conflict="someone decided this item at the same moment; reload it",
+        extra={"bulk": True} if bulk else {},
+    )
+    claims.release(session, item.id, user)
+    return decision
+
+
+def _store(
+    session: Session,
+    item: Item,
+    verdict: Verdict,
+    request: DecisionRequest,
+    previous: Decision | None,
+    *,
+    moderator: str,
+    user: User | None,
+    source: str,
+    now: datetime,
+    conflict: str,
+    extra: dict[str, object],
+) -> Decision:
+    """Write one decision (superseding `previous`) and its audit row: dashboard and platform."""
     reason = (request.reason or "").strip() or None
     if reason and len(reason) > MAX_REASON_CHARS:
         raise InvalidInput(f"reason: at most {MAX_REASON_CHARS} characters", code="invalid_reason")
     labels = _labels(verdict, request.labels, request.action)
-    claims.claim(session, item, user, lease, now=now)
     decision = Decision(
         item_id=item.id,
-        moderator=user.email,
-        user_id=user.id,
+        moderator=moderator,
+        user_id=user.id if user else None,
         labels=labels,
         action=request.action,
         reason=reason,
-        source="dashboard",
+        source=source,
         decided_at=now,
         verdict_id=verdict.id,
         verdict_action=verdict.action.value,
@@ -139,12 +171,12 @@ def decide(
         with session.begin_nested():
             session.add(decision)
     except IntegrityError:
-        raise Conflict("someone decided this item at the same moment; reload it") from None
-    claims.release(session, item.id, user)
+        raise Conflict(conflict) from None
     audit.record(
         session,
         "decide",
         user=user,
+        actor=None if user else moderator,
         item=item,
         detail={
             "action": request.action.value,
@@ -153,7 +185,7 @@ def decide(
             "decision_id": decision.id,
             "supersedes": decision.supersedes_id,
             "verdict": verdict.action.value,
-            **({"bulk": True} if bulk else {}),
+            **extra,
         },
     )
     return decision
@@ -245,42 +277,19 @@ def record_platform_decision(
     verdict = item.verdict
     if verdict is None:
         raise Conflict("this item has no verdict yet: it cannot be decided", code="not_scored")
-    reason = (request.reason or "").strip() or None
-    if reason and len(reason) > MAX_REASON_CHARS:
-        raise InvalidInput(f"reason: at most {MAX_REASON_CHARS} characters", code="invalid_reason")
     previous = current(session, item.id)
-    decision = Decision(
-        item_id=item.id,
-        moderator=f"api:{tenant}:{moderator}",
-        labels=_labels(verdict, request.labels, request.action),
-        action=request.action,
-        reason=reason,
-        source="api",
-        decided_at=utcnow(),
-        verdict_id=verdict.id,
-        verdict_action=verdict.action.value,
-        policy_version_id=verdict.policy_version_id,
-        supersedes_id=previous.id if previous else None,
-    )
-    try:
-        with session.begin_nested():
-            session.add(decision)
-    except IntegrityError:
-        raise Conflict("another decision was recorded at the same moment; retry") from None
-    claims.release_any(session, item.id)
-    audit.record(
+    decision = _store(
         session,
-        "decide",
-        actor=decision.moderator,
-        item=item,
-        detail={
-            "action": request.action.value,
-            "labels": decision.labels,
-            "reason": reason,
-            "decision_id": decision.id,
-            "supersedes": decision.supersedes_id,
-            "verdict": verdict.action.value,
-            "source": "api",
-        },
+        item,
+        verdict,
+        request,
+        previous,
+        moderator=f"api:{tenant}:{moderator}",
+        user=None,
+        source="api",
+        now=utcnow(),
+        conflict="another decision was recorded at the same moment; retry",
+        extra={"source": "api"},
     )
+    claims.release_any(session, item.id)
     return decision
