@@ -8,15 +8,15 @@ model, loaded once per API process as for policy lint (`api.policies.policy_runt
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require_admin
+from api.params import json_body
 from api.policies import policy_runtime
 from api.services import services
-from api.validation import validate
 from clipmod import images
 from clipmod.banks import backtest, registry, views
 from clipmod.banks.uploads import embed_uploads
@@ -66,13 +66,6 @@ class BacktestBody(_Strict):
     examples: int = Field(default=5, ge=0, le=100)
 
 
-def _json(model: type[BaseModel]) -> Any:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise InvalidInput("body: must be a JSON object", code="invalid_json")
-    return validate(model, data)
-
-
 def _author() -> str:
     return f"api:{g.tenant.name}"
 
@@ -87,7 +80,7 @@ def list_banks() -> Response:
 
 @bp.post("")
 def create() -> tuple[Response, int]:
-    body: CreateBody = _json(CreateBody)
+    body: CreateBody = json_body(CreateBody)
     revision, dim = body.model_revision, body.dim
     if revision is None or dim is None:
         runtime = policy_runtime()
@@ -143,7 +136,7 @@ def add(name: str) -> tuple[Response, int]:
         items, note = request.form.getlist("item"), request.form.get("note", "")
         uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(files)]
     else:
-        body: AddBody = _json(AddBody)
+        body: AddBody = json_body(AddBody)
         items, note, uploads = body.items, body.note, []
     new = []
     if uploads:
@@ -163,7 +156,7 @@ def add(name: str) -> tuple[Response, int]:
 
 @bp.post("/<name>/entries/remove")
 def remove(name: str) -> tuple[Response, int]:
-    body: RemoveBody = _json(RemoveBody)
+    body: RemoveBody = json_body(RemoveBody)
     with services().sessions() as session, session.begin():
         bank = registry.get_bank(session, name, lock=True)
         change = registry.remove_entries(
@@ -186,7 +179,7 @@ def remove_one(name: str, entry_id: int) -> tuple[Response, int]:
 def backtest_change(name: str) -> Response:
     """Versions `from` → `to` (default: the newest and the one before), or the newest plus a
     proposed change (`add_items`, `remove_entries`) that is not made."""
-    body: BacktestBody = _json(BacktestBody)
+    body: BacktestBody = json_body(BacktestBody)
     runtime = policy_runtime()
     with services().sessions() as session:
         bank = registry.get_bank(session, name)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate_request, requires
+from api.params import json_body
 from api.services import services
-from api.validation import check_fields, validate
 from clipmod.db import transaction
-from clipmod.errors import ClipmodError, InvalidInput, NotFound
+from clipmod.errors import ClipmodError, NotFound
 from clipmod.models import Decision, DecisionAction, Item, ItemStatus
 from clipmod.review import decisions
 
@@ -70,11 +70,7 @@ def _own_item(session: Session, item_id: str) -> Item:
 @bp.post("/items/<item_id>/decisions")
 @requires("items:write")
 def record_decision(item_id: str) -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("body: must be a JSON object", code="invalid_json")
-    check_fields(body)
-    fields = validate(DecisionBody, body)
+    fields = json_body(DecisionBody)
     with transaction(services().sessions) as session:
         item = _own_item(session, item_id)
         decision = decisions.record_platform_decision(

@@ -10,7 +10,7 @@ from typing import TypeVar
 from flask import request
 from pydantic import BaseModel
 
-from api.validation import validate
+from api.validation import check_fields, validate
 from clipmod.errors import InvalidInput
 from clipmod.models import as_utc
 
@@ -19,12 +19,18 @@ MAX_PAGE = 100
 
 
 def json_body(model: type[Body], *, optional: bool = False) -> Body:
-    """A JSON object validated by `model`; an empty body is `{}` when `optional`."""
+    """A JSON object validated by `model`; an empty body is `{}` when `optional`.
+
+    Every string is checked storable (no NUL, no lone surrogate) and nesting is bounded before
+    pydantic sees it: the same walk intake uses, so no JSON endpoint can reach the database
+    with a value PostgreSQL would refuse (a 500) or recurse without bound.
+    """
     data = request.get_json(silent=True)
     if data is None and optional and not request.get_data():
         data = {}
     if not isinstance(data, dict):
         raise InvalidInput("body: must be a JSON object", code="invalid_json")
+    check_fields(data)
     return validate(model, data)
 
 

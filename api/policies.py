@@ -15,14 +15,13 @@ import threading
 from datetime import datetime
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import require_admin
+from api.params import json_body
 from api.services import services
-from api.validation import validate
-from clipmod.errors import InvalidInput
 from clipmod.models import PolicyVersion
 from clipmod.policy import backtest, lint, rescore, ship, versions
 from clipmod.policy import validate as policy_validation
@@ -68,15 +67,6 @@ class BacktestBody(_Strict):
     examples: int = Field(default=5, ge=0, le=100)
 
 
-def _body(model: type[Body], *, optional: bool = False) -> Body:
-    data = request.get_json(silent=True)
-    if data is None and optional and not request.get_data():
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidInput("body: must be a JSON object", code="invalid_json")
-    return validate(model, data)
-
-
 def policy_runtime() -> Any:
     """The text encoder for lint/backtest: loaded on first use, then kept (see module doc)."""
     ext = current_app.extensions
@@ -116,7 +106,7 @@ def _activate(session: Session, version: PolicyVersion, scope: Scope) -> dict[st
 
 @bp.post("")
 def publish() -> tuple[Response, int]:
-    body = _body(PublishBody)
+    body = json_body(PublishBody)
     with services().sessions() as session, session.begin():
         published = ship.publish(session, body.yaml, actor=_actor(), source=SOURCE)
         activated = _activate(session, published.version, body) if body.activate else None
@@ -147,7 +137,7 @@ def show(ref: str) -> Response:
 
 @bp.post("/<ref>/activate")
 def activate(ref: str) -> Response:
-    scope = _body(Scope, optional=True)
+    scope = json_body(Scope, optional=True)
     with services().sessions() as session, session.begin():
         version = get_version(session, ref)
         activated = _activate(session, version, scope)
@@ -158,7 +148,7 @@ def activate(ref: str) -> Response:
 @bp.post("/shadow/stop")
 def stop_shadow() -> Response:
     """End the shadow run of the named tenants (or everyone's); 409 `no_shadow_run` if none."""
-    body = _body(StopBody, optional=True)
+    body = json_body(StopBody, optional=True)
     with services().sessions() as session, session.begin():
         stopped = ship.stop_shadow(session, actor=_actor(), tenant_names=body.tenants)
     return jsonify({"stopped": stopped, "tenants": body.tenants or None})
@@ -166,7 +156,7 @@ def stop_shadow() -> Response:
 
 @bp.post("/lint")
 def lint_policy() -> Response:
-    body = _body(LintBody)
+    body = json_body(LintBody)
     parse_policy(body.yaml, source=SOURCE)  # an invalid text is refused before the model loads
     runtime = policy_runtime()
     with services().sessions() as session:
@@ -195,7 +185,7 @@ def lint_policy() -> Response:
 
 @bp.post("/backtest")
 def backtest_policy() -> Response:
-    body = _body(BacktestBody)
+    body = json_body(BacktestBody)
     policy = parse_policy(body.yaml, source=SOURCE)
     runtime = policy_runtime()
     with services().sessions() as session:
