@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from clipmod import keys
 from clipmod.db import make_engine, make_sessionmaker, transaction
-from clipmod.models import ItemStatus
+from clipmod.models import Item, ItemStatus
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from tests.conftest import make_settings
@@ -47,11 +48,18 @@ def test_items_of_a_killed_worker_are_not_lost(settings: Settings, tmp_path: Pat
     first.stop()
     left = len(samples) - scenarios.count_scored(sessions)
     assert left > 0, "the worker finished everything before it was killed: upload more items"
+    with sessions() as session:
+        stranded = session.scalar(
+            select(func.count(Item.id)).where(Item.status == ItemStatus.PROCESSING)
+        )
     second = start_worker(fast, tmp_path / "second.log")
     try:
         rows = wait_for(sessions, list(samples), timeout=90)
         assert {r.status for r in rows} == {ItemStatus.SCORED}
-        assert "re-queueing" in (tmp_path / "second.log").read_text()
+        if stranded:
+            # Items the dead worker held under its lease come back only through the
+            # reconciler (whether the kill caught a batch mid-flight depends on timing).
+            assert "re-queueing" in (tmp_path / "second.log").read_text()
     finally:
         second.stop()
         engine.dispose()
