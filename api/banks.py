@@ -183,25 +183,14 @@ def backtest_change(name: str) -> Response:
     runtime = policy_runtime()
     with services().sessions() as session:
         bank = registry.get_bank(session, name)
-        proposal = bool(body.add_items or body.remove_entries)
-        to = registry.resolve_version(session, bank, body.to)
-        after = registry.snapshot(session, bank, to)
-        if proposal:
-            after = backtest.proposed(
-                session,
-                bank,
-                after,
-                add_items=body.add_items,
-                remove_entries=body.remove_entries,
-            )
-        start = body.from_ if body.from_ is not None else (to if proposal else max(to - 1, 0))
-        report = backtest.backtest_change(
+        report = backtest.backtest_request(
             session,
             bank,
             runtime,
-            before=registry.snapshot(session, bank, start),
-            after=after,
-            after_label=f"{after.label} (proposed)" if proposal else None,
+            from_version=body.from_,
+            to_version=body.to,
+            add_items=body.add_items,
+            remove_entries=body.remove_entries,
             threshold=body.threshold,
             store=TrafficStore(services().settings.traffic_dir, runtime.revision),
             examples=body.examples,

@@ -158,21 +158,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     runtime = load_runtime(settings)
     with database(settings) as session:
         bank = registry.get_bank(session, args.name)
-        proposal = bool(args.add_item or args.remove)
-        to = registry.resolve_version(session, bank, args.to)
-        after = registry.snapshot(session, bank, to)
-        if proposal:
-            after = backtest.proposed(
-                session, bank, after, add_items=args.add_item or [], remove_entries=args.remove
-            )
-        start = args.from_ if args.from_ is not None else (to if proposal else max(to - 1, 0))
-        report = backtest.backtest_change(
+        report = backtest.backtest_request(
             session,
             bank,
             runtime,
-            before=registry.snapshot(session, bank, start),
-            after=after,
-            after_label=f"{after.label} (proposed)" if proposal else None,
+            from_version=args.from_,
+            to_version=args.to,
+            add_items=args.add_item or [],
+            remove_entries=args.remove or [],
             threshold=args.threshold,
             store=TrafficStore(settings.traffic_dir, runtime.revision),
             examples=args.examples,

@@ -178,3 +178,39 @@ def backtest_change(
         policy=report,
         notes=[] if ref is not None else ["no active policy references this bank"],
     )
+
+
+def backtest_request(
+    session: Session,
+    bank: Bank,
+    encoder: TextEncoder,
+    *,
+    from_version: int | None,
+    to_version: int | None,
+    add_items: Sequence[str],
+    remove_entries: Sequence[int],
+    threshold: float | None,
+    store: TrafficStore | None,
+    examples: int,
+) -> BankBacktest:
+    """What the CLI and the API ask for: versions `from` → `to` (default: the newest and the one
+    before), or `to` plus a proposed change (`add_items`, `remove_entries`) that is not made."""
+    proposal = bool(add_items or remove_entries)
+    to = registry.resolve_version(session, bank, to_version)
+    after = registry.snapshot(session, bank, to)
+    if proposal:
+        after = proposed(
+            session, bank, after, add_items=list(add_items), remove_entries=list(remove_entries)
+        )
+    start = from_version if from_version is not None else (to if proposal else max(to - 1, 0))
+    return backtest_change(
+        session,
+        bank,
+        encoder,
+        before=registry.snapshot(session, bank, start),
+        after=after,
+        after_label=f"{after.label} (proposed)" if proposal else None,
+        threshold=threshold,
+        store=store,
+        examples=examples,
+    )
