@@ -4,7 +4,8 @@ Backtests, lint and suggestions re-score history without running the image model
 need is the worker's stored L2-normalised embeddings as two big float16 matrices (image rows and
 text-window rows) plus which item each row belongs to. With a `TrafficStore` (what the CLI and
 the API pass) they come memory-mapped from its column files after a sync, with no per-row work
-at all; without one, one SQL query reads and decodes them (small databases, and the reference
+at all (once items were deleted, their tombstoned rows are left out by one copy of the live
+rows); without one, one SQL query reads and decodes them (small databases, and the reference
 the store is tested against). The rows stay float16 until a scorer widens a block at a time.
 """
 
@@ -162,10 +163,16 @@ def _from_store(
         text_starts=_starts(windows[text_items]),
         model_revision=store.revision,
     )
+    live = cols.live()
+    if live is not None:  # deleted items first, so an id below names its one live row
+        emb = emb.subset(live)
+        created = np.asarray(cols.items["created_us"])[live]
+    else:
+        created = np.asarray(cols.items["created_us"])
     keep = np.ones(len(emb), dtype=bool)
     if since is not None:
         cutoff = int(as_utc(since).timestamp() * 1_000_000)
-        keep &= np.asarray(cols.items["created_us"]) >= cutoff
+        keep &= created >= cutoff
     if labelled_only:
         decided = list(set(session.scalars(select(Decision.item_id))))
         where = emb.ids.positions(decided)
