@@ -14,6 +14,8 @@ from clipmod.demo import world
 from clipmod.errors import ClipmodError
 from clipmod.models import AuditEvent, Item, ItemEmbedding, User, utcnow
 from clipmod.review import audit, search
+from clipmod.settings import Settings
+from clipmod.traffic.sync import TrafficStore
 from tests.dashboard.conftest import MakeItem
 
 # Drawn from the demo world's held-out split: one violation of each kind and benign objects.
@@ -25,6 +27,11 @@ SCENES = {
     "flower": "a photo of a flower",
     "car": "a photo of a car",
 }
+
+
+@pytest.fixture
+def store(settings: Settings, runtime) -> TrafficStore:  # type: ignore[no-untyped-def]
+    return TrafficStore(settings.traffic_dir, runtime.revision)
 
 
 @pytest.fixture
@@ -44,13 +51,14 @@ def stored(make_item: MakeItem, runtime) -> dict[str, str]:  # type: ignore[no-u
 
 def test_text_search_finds_the_knife_first(
     stored: dict[str, str],
+    store: TrafficStore,
     alice: User,
     runtime,
     sessions: sessionmaker[Session],  # type: ignore[no-untyped-def]
 ) -> None:
     with sessions() as session:
         for obj, query in SCENES.items():
-            hits = search.search_text(session, alice, runtime, query)
+            hits = search.search_text(session, alice, runtime, query, store=store)
             assert hits[0].item_id == stored[obj], (query, hits[:3])
             assert hits[0].source == "image" and len(hits) == len(SCENES)
             assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -58,6 +66,7 @@ def test_text_search_finds_the_knife_first(
 
 def test_text_items_are_found_through_their_text_windows(
     make_item: MakeItem,
+    store: TrafficStore,
     alice: User,
     runtime,
     sessions: sessionmaker[Session],  # type: ignore[no-untyped-def]
@@ -68,12 +77,13 @@ def test_text_items_are_found_through_their_text_windows(
         for t in texts
     ]
     with sessions() as session:
-        hits = search.search_text(session, alice, runtime, "a photo of a syringe")
+        hits = search.search_text(session, alice, runtime, "a photo of a syringe", store=store)
     assert hits[0].item_id == ids[0] and hits[0].source == "text"
 
 
 def test_search_sees_only_my_tenants_and_similar_excludes_the_item(
     stored: dict[str, str],
+    store: TrafficStore,
     make_item: MakeItem,
     alice: User,
     runtime,
@@ -91,9 +101,11 @@ def test_search_sees_only_my_tenants_and_similar_excludes_the_item(
             embedding=embeddings.from_bytes(row.image, row.dim)[0], revision=runtime.revision
         )
     with sessions() as session:
-        hits = search.search_text(session, alice, runtime, "a photo of a knife", limit=50)
+        hits = search.search_text(
+            session, alice, runtime, "a photo of a knife", store=store, limit=50
+        )
         assert theirs not in {h.item_id for h in hits}
-        near = search.similar(session, alice, runtime.revision, stored["knife"])
+        near = search.similar(session, alice, store, stored["knife"])
         assert stored["knife"] not in {h.item_id for h in near}
         assert near[0].item_id == duplicate and near[0].score == pytest.approx(1.0, abs=2e-3)
 
@@ -102,7 +114,7 @@ def test_search_sees_only_my_tenants_and_similar_excludes_the_item(
     ("query", "code"), [("   ", "empty_query"), ("x" * 10_000, "query_too_long")]
 )
 def test_bad_queries_are_refused_before_the_model_runs(
-    alice: User, sessions: sessionmaker[Session], query: str, code: str
+    alice: User, sessions: sessionmaker[Session], settings: Settings, query: str, code: str
 ) -> None:
     class NoModel:
         revision = "none"
@@ -111,7 +123,9 @@ def test_bad_queries_are_refused_before_the_model_runs(
             raise AssertionError("the model must not run for a refused query")
 
     with sessions() as session, pytest.raises(ClipmodError) as err:
-        search.search_text(session, alice, NoModel(), query)
+        search.search_text(
+            session, alice, NoModel(), query, store=TrafficStore(settings.traffic_dir, "none")
+        )
     assert err.value.code == code
     if code == "query_too_long":
         assert "10,000 characters; the limit is 300" in err.value.message
