@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import embeddings
+from api.policies import RUNTIME_KEY
+from clipmod import embeddings, retention
 from clipmod.db import transaction
 from clipmod.demo import world
 from clipmod.errors import ClipmodError
 from clipmod.models import AuditEvent, Item, ItemEmbedding, User, utcnow
 from clipmod.review import audit, search
 from clipmod.settings import Settings
+from clipmod.storage import BlobStore
 from clipmod.traffic.sync import TrafficStore
-from tests.dashboard.conftest import MakeItem
+from tests.dashboard.conftest import MakeItem, sign_in
 
 # Drawn from the demo world's held-out split: one violation of each kind and benign objects.
 SCENES = {
@@ -108,6 +113,43 @@ def test_search_sees_only_my_tenants_and_similar_excludes_the_item(
         near = search.similar(session, alice, store, stored["knife"])
         assert stored["knife"] not in {h.item_id for h in near}
         assert near[0].item_id == duplicate and near[0].score == pytest.approx(1.0, abs=2e-3)
+
+
+def test_a_deleted_item_leaves_the_search_page_and_find_similar(
+    stored: dict[str, str],
+    make_item: MakeItem,
+    alice: User,
+    app: Flask,
+    client: FlaskClient,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    runtime,  # type: ignore[no-untyped-def]
+) -> None:
+    """Through the pages a moderator uses, and the same deletion path as `DELETE /v1/items`."""
+    app.extensions[RUNTIME_KEY] = runtime
+    knife = stored["knife"]
+    with sessions() as session:
+        row = session.get(ItemEmbedding, (knife, runtime.revision))
+        assert row is not None and row.image is not None
+        twin = make_item(
+            embedding=embeddings.from_bytes(row.image, row.dim)[0], revision=runtime.revision
+        )
+    sign_in(client, alice.email)
+
+    def found(path: str) -> set[str]:
+        page = client.get(path)
+        assert page.status_code == 200, page.get_data(as_text=True)[:300]
+        return set(re.findall(r'data-item="([^"]+)"', page.get_data(as_text=True)))
+
+    assert {knife, twin} <= found("/dashboard/search?q=a+photo+of+a+knife")
+    assert knife in found(f"/dashboard/items/{twin}/similar")
+    outcome = retention.delete_item(sessions, BlobStore(settings.blob_dir), knife)
+    assert outcome == retention.Outcome.DELETED
+    assert knife not in found("/dashboard/search?q=a+photo+of+a+knife")
+    assert twin in found("/dashboard/search?q=a+photo+of+a+knife")
+    assert knife not in found(f"/dashboard/items/{twin}/similar")
+    assert client.get(f"/dashboard/items/{knife}/similar").status_code == 404
+    assert TrafficStore(settings.traffic_dir, runtime.revision).status()["deleted"] == 1
 
 
 @pytest.mark.parametrize(
