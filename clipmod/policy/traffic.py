@@ -12,7 +12,7 @@ the store is tested against). The rows stay float16 until a scorer widens a bloc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,8 +152,9 @@ def _from_store(
     cols = store.read(session, p)
     windows = np.asarray(cols.items["windows"], dtype=np.int64)
     text_items = np.flatnonzero(windows > 0).astype(np.int64)
+    live = cols.live()
     emb = StoredEmbeddings(
-        ids=store.item_ids(cols),
+        ids=store.item_ids(cols) if live is None else ItemIds(cols.ids),
         tenant_ids=np.asarray(cols.items["tenant"], dtype=np.int64),
         tenant_names=dict(session.execute(select(Tenant.id, Tenant.name)).all()),
         image=cols.image,
@@ -163,9 +164,8 @@ def _from_store(
         text_starts=_starts(windows[text_items]),
         model_revision=store.revision,
     )
-    live = cols.live()
     if live is not None:  # deleted items first, so an id below names its one live row
-        emb = emb.subset(live)
+        emb = replace(emb.subset(live), ids=store.item_ids(cols))  # the cached lookup index
         created = np.asarray(cols.items["created_us"])[live]
     else:
         created = np.asarray(cols.items["created_us"])

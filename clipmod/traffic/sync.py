@@ -83,14 +83,16 @@ class TrafficStore:
     def __init__(self, root: Path, revision: str):
         self.files = SegmentFiles(root, revision)
         self.revision = revision
-        self._ids: tuple[tuple[int, int], ItemIds] | None = None
+        self._ids: tuple[tuple[int, int, int], ItemIds] | None = None
 
     def item_ids(self, cols: Columns) -> ItemIds:
-        """The ids of `cols`, with their lookup index kept while the store stays the same: a
-        long-lived process (the API) then hashes a million ids once, not per backtest."""
-        key = (cols.manifest.generation, len(cols.ids))
+        """The ids of the live (not deleted) items of `cols`, with their lookup index kept
+        while the store stays the same: a long-lived process (the API) then hashes a million
+        ids once, not per backtest."""
+        key = (cols.manifest.generation, len(cols.ids), len(cols.dead))
         if self._ids is None or self._ids[0] != key:
-            self._ids = (key, ItemIds(cols.ids))
+            live = cols.live()
+            self._ids = (key, ItemIds(cols.ids if live is None else cols.ids[live]))
         return self._ids[1]
 
     def read(self, session: Session, progress: Progress | None = None) -> Columns:
