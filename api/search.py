@@ -4,8 +4,8 @@ It reads the traffic store (`clipmod.traffic`), synced first, so an item scored 
 found. `text` is embedded by the model's text encoder (loaded once per API process, as for
 policy lint); `like` starts from the item's stored embedding (its image, else its text). Only
 images are searched: they are what a moderator looks at. Results span every tenant, as
-backtests do: admin keys are the operator's. (Item deletion does not exist yet; when it does,
-it must remove the item from the store, and so from search.)
+backtests do: admin keys are the operator's. A deleted item is gone from the store's reader (its
+deletion is logged and tombstones its row), so from here and from the dashboard's search alike.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from api.auth import require_admin
 from api.policies import policy_runtime
 from api.services import services
-from clipmod import embeddings
 from clipmod.errors import InvalidInput, NotFound
-from clipmod.models import Item, ItemEmbedding, Tenant
+from clipmod.models import Item, Tenant
 from clipmod.policy.traffic import load_embeddings
 from clipmod.traffic.search import search as search_store
+from clipmod.traffic.search import stored_vector
 from clipmod.traffic.sync import TrafficStore
 
 bp = Blueprint("search", __name__, url_prefix="/v1/search")
@@ -59,7 +59,13 @@ def search() -> Response:
             query = _item_vector(session, str(like), runtime.revision)
         store = TrafficStore(services().settings.traffic_dir, runtime.revision)
         emb = load_embeddings(session, runtime.revision, store=store)
-        hits = search_store(emb, query, limit=int(raw_limit), tenant_id=tenant_id, exclude=like)
+        hits = search_store(
+            emb,
+            query,
+            limit=int(raw_limit),
+            tenants=None if tenant_id is None else [tenant_id],
+            exclude=like,
+        )
     return jsonify(
         {
             "query": {"text": text} if text is not None else {"like": like},
@@ -81,13 +87,11 @@ def search() -> Response:
 def _item_vector(session: Session, item_id: str, revision: str) -> np.ndarray:
     if session.get(Item, item_id) is None:
         raise NotFound(f"item {item_id!r} not found", code="item_not_found")
-    row = session.get(ItemEmbedding, (item_id, revision))
-    if row is None:
+    vector = stored_vector(session, item_id, revision)
+    if vector is None:
         raise InvalidInput(
-            f"item {item_id!r} has no embedding for model revision {revision} (not scored yet?)",
+            f"item {item_id!r} has no embedding for model revision {revision} (not scored yet, "
+            "or deleted)",
             code="item_not_scored",
         )
-    stored = row.image if row.image is not None else row.text
-    assert stored is not None
-    vector: np.ndarray = embeddings.from_bytes(stored, row.dim).mean(axis=0)
     return vector

@@ -1,11 +1,12 @@
 """`clipmod traffic …`: the analytics store of stored embeddings (`clipmod.traffic`).
 
 Readers (backtest, lint, suggest, search, bank backtests) sync the store themselves before
-reading, so these commands are for operators: `rebuild` after restoring a database or to
-reclaim a store in doubt, `verify` to check every checksum and compare with SQL, `sync` and
-`status` to see where it stands. The revision is the loaded model's unless `--revision` names
-one (then no model is loaded). Exit status: 0 success; 1 `verify` found problems (and,
-without `--no-repair`, rebuilt the store); 2 a refused request.
+reading, so these commands are for operators: `rebuild` after restoring a database, to reclaim
+a store in doubt, or to drop the bytes of deleted items (tombstoned rows stay in the files until
+then; `status` counts them as `deleted`), `verify` to check every checksum and compare with
+SQL, `sync` and `status` to see where it stands. The revision is the loaded model's unless
+`--revision` names one (then no model is loaded). Exit status: 0 success; 1 `verify` found
+problems (and, without `--no-repair`, rebuilt the store); 2 a refused request.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _line(report: Any) -> str:
-    what = f"rebuilt ({report.reason})" if report.rebuilt else f"appended {report.appended}"
+    if report.rebuilt:
+        what = f"rebuilt ({report.reason})"
+    else:
+        what = f"appended {report.appended}, deleted {report.deleted}"
     return f"{what}: {report.items} items in the store, {report.seconds:.1f} s"
 
 

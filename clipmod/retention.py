@@ -3,7 +3,9 @@
 Deleting keeps a tombstone: the row stays with `status = deleted`, its id, tenant, external id,
 timestamps and verdict (what was decided, for audits), and loses what the platform sent: text,
 metadata, image URL, image digest and dimensions, the content hash. The embeddings go (they
-describe the content), and the blob goes when no other item uses the same bytes.
+describe the content; migration 0008's trigger logs each deleted row, so the traffic store's
+next read leaves it out of backtests and search), and the blob goes when no other item uses the
+same bytes.
 
 One conditional UPDATE decides who deletes an item, so two processes purging at once (or a
 purge racing an API call) delete it once; the loser sees `already_deleted`. The tombstone's

@@ -1,7 +1,8 @@
 """Semantic search and "find similar" pages (the maths is in `clipmod.review.search`).
 
 The text encoder is the one the policy endpoints load (`api.policies.policy_runtime`): loaded
-on the first search, under a lock, then kept for the life of the process, and shared.
+on the first search, under a lock, then kept for the life of the process, and shared. The rows
+come from the traffic store, as for `GET /v1/search`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from clipmod.errors import ClipmodError
 from clipmod.models import Item, Tenant, Verdict
 from clipmod.review import audit, search
 from clipmod.review.access import visible_item
+from clipmod.traffic.sync import TrafficStore
+
+
+def _store(revision: str) -> TrafficStore:
+    return TrafficStore(services().settings.traffic_dir, revision)
 
 
 def _cards(db: Any, hits: list[search.Hit]) -> list[dict[str, Any]]:
@@ -68,7 +74,7 @@ def search_page() -> Any:
         ), exc.status
     runtime = policy_runtime()
     with transaction(services().sessions) as db:
-        hits = search.search_text(db, me(), runtime, query)
+        hits = search.search_text(db, me(), runtime, query, store=_store(runtime.revision))
         audit.record(db, "search", user=me(), detail={"query": query, "results": len(hits)})
         cards = _cards(db, hits)
     return render_template("search.html", query=query, cards=cards, blur_at=settings.blur_at)
@@ -81,7 +87,7 @@ def similar_page(item_id: str) -> Any:
     settings = services().settings
     with transaction(services().sessions) as db:
         item = visible_item(db, me(), item_id)
-        hits = search.similar(db, me(), runtime.revision, item.id)
+        hits = search.similar(db, me(), _store(runtime.revision), item.id)
         audit.record(db, "similar", user=me(), item=item, detail={"results": len(hits)})
         cards = _cards(db, hits)
     return render_template(

@@ -4,14 +4,15 @@ Backtests, lint and suggestions re-score history without running the image model
 need is the worker's stored L2-normalised embeddings as two big float16 matrices (image rows and
 text-window rows) plus which item each row belongs to. With a `TrafficStore` (what the CLI and
 the API pass) they come memory-mapped from its column files after a sync, with no per-row work
-at all; without one, one SQL query reads and decodes them (small databases, and the reference
+at all (once items were deleted, their tombstoned rows are left out by one copy of the live
+rows); without one, one SQL query reads and decodes them (small databases, and the reference
 the store is tested against). The rows stay float16 until a scorer widens a block at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,8 +152,9 @@ def _from_store(
     cols = store.read(session, p)
     windows = np.asarray(cols.items["windows"], dtype=np.int64)
     text_items = np.flatnonzero(windows > 0).astype(np.int64)
+    live = cols.live()
     emb = StoredEmbeddings(
-        ids=store.item_ids(cols),
+        ids=store.item_ids(cols) if live is None else ItemIds(cols.ids),
         tenant_ids=np.asarray(cols.items["tenant"], dtype=np.int64),
         tenant_names=dict(session.execute(select(Tenant.id, Tenant.name)).all()),
         image=cols.image,
@@ -162,10 +164,15 @@ def _from_store(
         text_starts=_starts(windows[text_items]),
         model_revision=store.revision,
     )
+    if live is not None:  # deleted items first, so an id below names its one live row
+        emb = replace(emb.subset(live), ids=store.item_ids(cols))  # the cached lookup index
+        created = np.asarray(cols.items["created_us"])[live]
+    else:
+        created = np.asarray(cols.items["created_us"])
     keep = np.ones(len(emb), dtype=bool)
     if since is not None:
         cutoff = int(as_utc(since).timestamp() * 1_000_000)
-        keep &= np.asarray(cols.items["created_us"]) >= cutoff
+        keep &= created >= cutoff
     if labelled_only:
         decided = list(set(session.scalars(select(Decision.item_id))))
         where = emb.ids.positions(decided)

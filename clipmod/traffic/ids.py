@@ -98,3 +98,14 @@ class ItemIds(Sequence[str]):
                     out[k] = candidate
                     break
         return out
+
+
+def occurrences(raw: npt.NDArray[np.bytes_], ids: Sequence[str]) -> I64:
+    """Every index of `raw` that holds one of `ids`, repeats included (a tombstoned row and
+    the item's later row share an id). One vectorised hash pass, then the bytes of the few
+    candidates compared, so a collision costs time, never a wrong row."""
+    if not len(raw) or not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    wanted = as_bytes(ids)
+    candidates = np.flatnonzero(np.isin(_hash(raw), _hash(wanted)))
+    return candidates[np.isin(raw[candidates], wanted)].astype(np.int64)

@@ -14,6 +14,11 @@ committed length, which the next append cuts off. A file shorter than the manife
 are checked on every open; CRCs once per process per segment (a full pass over the data, too
 slow to repeat on every backtest) and by `clipmod traffic verify`.
 
+Deletions: `g<N>.dead` lists the item rows that were deleted (tombstones, int64 row numbers),
+append-only like the columns, with its committed length and CRC-32 in the manifest; readers leave
+those rows out (`Columns.live`). The rows' bytes stay in the column files until the next rebuild,
+which writes only live rows.
+
 Rebuilding writes a new generation (`g<N+1>.*`) beside the old one and switches the manifest
 to it, so readers that mapped the old files keep valid data until they let go of them.
 Writers serialise on an exclusive `flock` of `.lock`; readers take no lock.
@@ -37,7 +42,7 @@ import numpy.typing as npt
 from clipmod.errors import ClipmodError
 from clipmod.traffic.ids import WIDTH
 
-FORMAT = 1
+FORMAT = 2  # 2: tombstones (`dead`); a format-1 store predates logged deletions: rebuilt
 SEGMENT_ROWS = 131_072  # appends merge into the last segment until it holds this many items
 ITEM_DTYPE = np.dtype([("tenant", "<i4"), ("windows", "<i4"), ("created_us", "<i8")])
 COLUMNS = ("ids", "items", "image", "image_items", "text")
@@ -73,6 +78,8 @@ class Manifest:
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COLUMNS, 0))
     # each: {"rows": {column: [start, count]}, "crc": {column: crc32}}
     segments: list[dict[str, Any]] = field(default_factory=list)
+    dead: int = 0  # tombstones committed in `g<N>.dead`
+    dead_crc: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +91,7 @@ class Manifest:
             "holes": {str(k): v for k, v in self.holes.items()},
             "rows": self.rows,
             "segments": self.segments,
+            "dead": {"rows": self.dead, "crc": self.dead_crc},
         }
 
     @classmethod
@@ -98,6 +106,8 @@ class Manifest:
             holes={int(k): float(v) for k, v in data["holes"].items()},
             rows={c: int(data["rows"][c]) for c in COLUMNS},
             segments=list(data["segments"]),
+            dead=int(data["dead"]["rows"]),
+            dead_crc=int(data["dead"]["crc"]),
         )
 
 
@@ -125,6 +135,15 @@ class Columns:
     image: npt.NDArray[np.float16]
     image_items: npt.NDArray[np.int64]
     text: npt.NDArray[np.float16]
+    dead: npt.NDArray[np.int64]  # tombstoned item rows
+
+    def live(self) -> npt.NDArray[np.bool_] | None:
+        """Which item rows are not deleted; None when none is (the common case: no mask)."""
+        if not len(self.dead):
+            return None
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[self.dead] = False
+        return keep
 
 
 class SegmentFiles:
@@ -174,8 +193,11 @@ class SegmentFiles:
         _fsync_dir(self.dir)
 
     def _check_lengths(self, manifest: Manifest) -> None:
-        for column in COLUMNS:
-            want = manifest.rows[column] * row_bytes(column, manifest.dim)
+        for column in (*COLUMNS, "dead"):
+            if column == "dead":
+                want = manifest.dead * 8
+            else:
+                want = manifest.rows[column] * row_bytes(column, manifest.dim)
             path = self.path(manifest.generation, column)
             size = path.stat().st_size if path.exists() else 0
             if size < want:
@@ -205,11 +227,47 @@ class SegmentFiles:
                             f"{path}: rows {start}..{start + count} fail their checksum"
                         )
                     self._verified.add(key)
+        self._verify_dead(manifest, force)
+
+    def _verify_dead(self, manifest: Manifest, force: bool) -> None:
+        if not manifest.dead:
+            return
+        path = self.path(manifest.generation, "dead")
+        key = (str(path), path.stat().st_ino, manifest.generation, "dead", 0, manifest.dead)
+        if not force and key in self._verified:
+            return
+        with open(path, "rb") as fh:
+            if _crc(fh, manifest.dead * 8) != manifest.dead_crc:
+                raise StoreCorrupt(f"{path}: the tombstones fail their checksum")
+        dead = self.dead_rows(manifest)
+        if int(dead.min()) < 0 or int(dead.max()) >= manifest.rows["ids"]:
+            raise StoreCorrupt(f"{path}: a tombstone names a row the store does not hold")
+        self._verified.add(key)
 
     def open(self, manifest: Manifest) -> Columns:
         self.verify(manifest)
         arrays = {c: self._map(manifest, c) for c in COLUMNS}
-        return Columns(manifest, **arrays)
+        return Columns(manifest, **arrays, dead=self.dead_rows(manifest))
+
+    def dead_rows(self, manifest: Manifest) -> npt.NDArray[np.int64]:
+        if not manifest.dead:
+            return np.zeros(0, dtype=np.int64)
+        path = self.path(manifest.generation, "dead")
+        return np.fromfile(path, dtype="<i8", count=manifest.dead).astype(np.int64)
+
+    def tombstone(self, manifest: Manifest, rows: npt.NDArray[np.int64]) -> None:
+        """Record item `rows` as deleted, after the committed tombstones (in `manifest`, in
+        memory, like `append`: the caller commits with `write_manifest`)."""
+        if not len(rows):
+            return
+        raw = np.ascontiguousarray(rows, dtype="<i8").tobytes()
+        with open(self.path(manifest.generation, "dead"), "ab") as fh:
+            fh.truncate(manifest.dead * 8)
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        manifest.dead_crc = zlib.crc32(raw, manifest.dead_crc)
+        manifest.dead += len(rows)
 
     def _map(self, manifest: Manifest, column: str) -> Any:
         dtype, shape = column_dtype(column, manifest.dim)
@@ -253,7 +311,7 @@ class SegmentFiles:
             manifest.segments.append(seg)
 
     def remove_generation(self, generation: int) -> None:
-        for column in COLUMNS:
+        for column in (*COLUMNS, "dead"):
             self.path(generation, column).unlink(missing_ok=True)
 
 

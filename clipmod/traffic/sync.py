@@ -12,6 +12,12 @@ appear after a higher one was read. Each gap below the watermark is remembered a
 asked for again on every sync until it appears, or until `HOLE_TTL_S` says its transaction
 rolled back. SQLite has one writer at a time and never reuses a seq (AUTOINCREMENT), so gaps
 do not happen there.
+
+Deleting an embedding (an item's deletion, the retention purge, any path) logs a row with
+`deleted` set (migration 0008). The sync replays the log in `seq` order: a deletion tombstones
+every row of that item already in the store (`segments`: `g<N>.dead`), and an insert that a
+later deletion in the same read cancels is not appended at all. Readers leave tombstoned rows
+out; a rebuild writes only live rows.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from sqlalchemy.orm import Session
 from clipmod import embeddings
 from clipmod.errors import ClipmodError
 from clipmod.models import Item, ItemEmbedding, TrafficLog
-from clipmod.traffic.ids import WIDTH, ItemIds, as_bytes
+from clipmod.traffic.ids import WIDTH, ItemIds, as_bytes, occurrences
 from clipmod.traffic.segments import (
     ITEM_DTYPE,
     Batch,
@@ -57,6 +63,7 @@ class SyncReport:
     reason: str | None
     seconds: float
     holes: int
+    deleted: int = 0  # rows tombstoned by this sync
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +73,7 @@ class SyncReport:
             "reason": self.reason,
             "seconds": round(self.seconds, 3),
             "holes": self.holes,
+            "deleted": self.deleted,
         }
 
 
@@ -75,14 +83,16 @@ class TrafficStore:
     def __init__(self, root: Path, revision: str):
         self.files = SegmentFiles(root, revision)
         self.revision = revision
-        self._ids: tuple[tuple[int, int], ItemIds] | None = None
+        self._ids: tuple[tuple[int, int, int], ItemIds] | None = None
 
     def item_ids(self, cols: Columns) -> ItemIds:
-        """The ids of `cols`, with their lookup index kept while the store stays the same: a
-        long-lived process (the API) then hashes a million ids once, not per backtest."""
-        key = (cols.manifest.generation, len(cols.ids))
+        """The ids of the live (not deleted) items of `cols`, with their lookup index kept
+        while the store stays the same: a long-lived process (the API) then hashes a million
+        ids once, not per backtest."""
+        key = (cols.manifest.generation, len(cols.ids), len(cols.dead))
         if self._ids is None or self._ids[0] != key:
-            self._ids = (key, ItemIds(cols.ids))
+            live = cols.live()
+            self._ids = (key, ItemIds(cols.ids if live is None else cols.ids[live]))
         return self._ids[1]
 
     def read(self, session: Session, progress: Progress | None = None) -> Columns:
@@ -112,19 +122,20 @@ class TrafficStore:
         if manifest is None:
             return self.rebuild(session, reason="no store yet", progress=progress)
         if not self._has_news(session, manifest):
-            return SyncReport(0, manifest.rows["ids"], False, None, 0.0, len(manifest.holes))
+            return SyncReport(0, _live(manifest), False, None, 0.0, len(manifest.holes))
         with self.files.locked():
             manifest = self.files.read_manifest() or manifest
-            before = manifest.rows["ids"]
+            before, dead = manifest.rows["ids"], manifest.dead
             self._append_new(session, manifest, progress)
             self.files.write_manifest(manifest)
         return SyncReport(
             manifest.rows["ids"] - before,
-            manifest.rows["ids"],
+            _live(manifest),
             False,
             None,
             time.perf_counter() - started,
             len(manifest.holes),
+            manifest.dead - dead,
         )
 
     def rebuild(
@@ -140,7 +151,7 @@ class TrafficStore:
             generation = max((old.generation if old else 0) + 1, self._highest_generation() + 1)
             self.files.remove_generation(generation)  # leftovers of a rebuild that crashed
             manifest = Manifest(self.revision, 0, generation=generation)
-            self._append_new(session, manifest, progress)
+            self._append_new(session, manifest, progress, fresh=True)
             self.files.write_manifest(manifest)
             for stale in range(1, generation):
                 self.files.remove_generation(stale)
@@ -148,16 +159,17 @@ class TrafficStore:
             "traffic store %s rebuilt (%s): %d items in %.1f s",
             self.revision,
             reason,
-            manifest.rows["ids"],
+            _live(manifest),
             time.perf_counter() - started,
         )
         return SyncReport(
             manifest.rows["ids"],
-            manifest.rows["ids"],
+            _live(manifest),
             True,
             reason,
             time.perf_counter() - started,
             len(manifest.holes),
+            manifest.dead,
         )
 
     def verify(self, session: Session) -> list[str]:
@@ -173,7 +185,8 @@ class TrafficStore:
             return [exc.message]
         self.sync(session)
         cols = self.files.open(self._manifest())
-        stored = np.sort(np.asarray(cols.ids))
+        live = cols.live()
+        stored = np.sort(np.asarray(cols.ids if live is None else cols.ids[live]))
         wanted = np.sort(
             as_bytes(
                 list(
@@ -206,7 +219,8 @@ class TrafficStore:
             "path": str(self.files.dir),
             "generation": manifest.generation,
             "dim": manifest.dim,
-            "items": manifest.rows["ids"],
+            "items": _live(manifest),
+            "deleted": manifest.dead,
             "image_rows": manifest.rows["image"],
             "text_rows": manifest.rows["text"],
             "segments": len(manifest.segments),
@@ -233,9 +247,17 @@ class TrafficStore:
             is not None
         )
 
-    def _append_new(self, session: Session, manifest: Manifest, progress: Progress | None) -> None:
+    def _append_new(
+        self,
+        session: Session,
+        manifest: Manifest,
+        progress: Progress | None,
+        *,
+        fresh: bool = False,
+    ) -> None:
         """One statement (one consistent snapshot) returns every log row past the watermark or
-        in a hole; rows of this revision carry their embedding, others only their seq."""
+        in a hole; rows of this revision whose item still has its embedding carry it, others
+        only their seq (and, for deletions, the item). `fresh`: an empty store being rebuilt."""
         stmt = (
             select(
                 TrafficLog.seq,
@@ -245,6 +267,9 @@ class TrafficStore:
                 ItemEmbedding.dim,
                 ItemEmbedding.image,
                 ItemEmbedding.text,
+                TrafficLog.deleted,
+                TrafficLog.item_id,
+                TrafficLog.model_revision,
             )
             .outerjoin(
                 ItemEmbedding,
@@ -261,12 +286,41 @@ class TrafficStore:
         seen: list[int] = []
         for part in session.connection().execute(stmt).partitions(_CHUNK):
             seen.extend(row[0] for row in part)
-            rows = [row for row in part if row[1] is not None]
+            # The last deletion of each item in this part, by position in the part.
+            last_gone = {
+                row[8]: k for k, row in enumerate(part) if row[7] and row[9] == self.revision
+            }
+            rows = [
+                row
+                for k, row in enumerate(part)
+                if not row[7] and row[1] is not None and last_gone.get(row[1], -1) < k
+            ]
+            if last_gone:
+                # Rebuilding, only an item that still has an embedding (stored again after its
+                # deletion) can be in the store already: the others' inserts joined nothing.
+                gone = [i for i, k in last_gone.items() if not fresh or part[k][1] is not None]
+                self._tombstone(manifest, gone)
             if rows:
                 self.files.append(manifest, _batch(rows, manifest))
             if progress is not None:
                 progress(len(rows))
         _advance(manifest, np.asarray(seen, dtype=np.int64))
+
+    def _tombstone(self, manifest: Manifest, item_ids: list[str]) -> None:
+        """Tombstone every live row of these items among the rows written so far."""
+        n = manifest.rows["ids"]
+        if not item_ids or not n:
+            return
+        path = self.files.path(manifest.generation, "ids")
+        raw = np.memmap(path, dtype=f"S{WIDTH}", mode="r", shape=(n,))
+        rows = occurrences(raw, item_ids)
+        if len(rows) and manifest.dead:
+            rows = np.setdiff1d(rows, self.files.dead_rows(manifest), assume_unique=True)
+        self.files.tombstone(manifest, rows)
+
+
+def _live(manifest: Manifest) -> int:
+    return manifest.rows["ids"] - manifest.dead
 
 
 def _batch(rows: list[Any], manifest: Manifest) -> Batch:

@@ -115,6 +115,18 @@ def full_path(stack: Stack, runtime: ClipRuntime) -> None:
         np.testing.assert_array_equal(
             mirrored.image[mirrored.image_items == k][0], embeddings.rows(row.image, row.dim)[0]
         )
+    # Deleting an item through the API reaches the store: the deletion trigger logged it (on
+    # SQLite and on PostgreSQL alike) and the next read leaves its row out.
+    with api_client(stack.settings) as client:
+        reply = client.delete(
+            f"/v1/items/{item_id}", headers={"Authorization": f"Bearer {stack.key}"}
+        )
+        assert reply.status_code == 204
+    with stack.sessions() as session:
+        mirrored = load_embeddings(session, runtime.revision, store=store)
+        assert sorted(mirrored.ids) == sorted(set(samples) - {item_id})
+        assert len(mirrored.image) == len(samples) - 1
+        assert store.verify(session) == []  # nothing in the store that SQL no longer holds
 
 
 def hot_reload(stack: Stack) -> None:

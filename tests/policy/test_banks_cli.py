@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.main import main
 from clipmod.db import transaction
+from clipmod.models import ItemEmbedding
 from clipmod.policy import versions
 from clipmod.settings import Settings
 from tests.policy.conftest import StoreFn, policy_text, unit_rows
@@ -81,11 +83,15 @@ def test_banks_commands(
 
 
 def test_traffic_commands(
-    cli: Any, capsys: pytest.CaptureFixture[str], store: StoreFn, runtime: Any, settings: Settings
+    cli: Any,
+    capsys: pytest.CaptureFixture[str],
+    store: StoreFn,
+    runtime: Any,
+    settings: Settings,
+    sessions: sessionmaker[Session],
 ) -> None:
     rng = np.random.default_rng(1)
-    for _ in range(4):
-        store("acme", image=unit_rows(rng, 1, runtime.dim)[0])
+    first, *_ = [store("acme", image=unit_rows(rng, 1, runtime.dim)[0]) for _ in range(4)]
     status, out, _ = cli(capsys, "traffic", "status", "--json")
     assert json.loads(out) == {"revision": runtime.revision, "exists": False}
     status, out, _ = cli(capsys, "traffic", "sync")
@@ -102,3 +108,10 @@ def test_traffic_commands(
     assert cli(capsys, "traffic", "verify")[0] == 0
     status, out, _ = cli(capsys, "traffic", "status")
     assert "items        4" in out and "generation   3" in out
+    with transaction(sessions) as session:  # what `DELETE /v1/items/<id>` does to the rows
+        session.execute(delete(ItemEmbedding).where(ItemEmbedding.item_id == first))
+    status, out, _ = cli(capsys, "traffic", "sync")
+    assert status == 0 and out.startswith("appended 0, deleted 1: 3 items")
+    assert cli(capsys, "traffic", "verify")[:2] == (0, "ok\n")
+    status, out, _ = cli(capsys, "traffic", "status")
+    assert "items        3" in out and "deleted      1" in out

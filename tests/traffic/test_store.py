@@ -158,6 +158,11 @@ def test_verify_checks_every_checksum_and_compares_with_sql(
         store.rebuild(session)
         session.execute(text("DELETE FROM item_embeddings WHERE item_id = :i"), {"i": ids[0]})
     with sessions() as session:
+        assert store.verify(session) == []  # the deletion was logged and reached the store
+    with transaction(sessions) as session:  # one the log never saw (a restore, a TRUNCATE)
+        session.execute(text("DELETE FROM item_embeddings WHERE item_id = :i"), {"i": ids[1]})
+        session.execute(text("DELETE FROM traffic_log WHERE deleted"))
+    with sessions() as session:
         assert store.verify(session) == [
             "0 items stored in SQL are not in the store and 1 in the store are no longer in SQL"
         ]
