@@ -16,6 +16,7 @@ from typing import Any
 from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api import multipart
 from api.validation import (
     check_fields,
     content_hash,
@@ -29,7 +30,7 @@ from clipmod.errors import InvalidInput, PayloadTooLarge
 from clipmod.settings import Settings
 
 MAX_METADATA_BYTES = 16 * 1024
-_FORM_FIELDS = ("text", "external_id", "metadata", "image_url")
+_FORM_FIELDS = multipart.TEXT_FIELDS
 
 
 class UploadFields(BaseModel):
@@ -77,6 +78,21 @@ def _fields(data: dict[str, Any]) -> UploadFields:
 
 
 def _from_multipart(request: Request) -> tuple[UploadFields, bytes | None]:
+    simple = None
+    boundary = request.mimetype_params.get("boundary")
+    if boundary:
+        simple = multipart.parse(request.get_data(), boundary)  # cached for werkzeug below
+    form, image = simple if simple is not None else _werkzeug_form(request)
+    data: dict[str, Any] = {
+        k: v for k, v in form.items() if k in ("text", "external_id", "image_url")
+    }
+    if "metadata" in form:
+        data["metadata"] = parse_json(form["metadata"], "metadata")
+    return _fields(data), image
+
+
+def _werkzeug_form(request: Request) -> tuple[dict[str, str], bytes | None]:
+    """Any multipart body `api.multipart` does not take, with every check and error."""
     try:  # our request class parses strictly (see `api.app.ApiRequest`)
         form, files = request.form, request.files
     except ValueError as exc:
@@ -95,17 +111,11 @@ def _from_multipart(request: Request) -> tuple[UploadFields, bytes | None]:
     unknown |= set(files) - {"file"}
     if unknown:
         raise InvalidInput(f"{sorted(unknown)[0]}: unknown field")
-    for name in [*_FORM_FIELDS, "file"]:
+    for name in [*_FORM_FIELDS, multipart.FILE_FIELD]:
         if len(form.getlist(name)) + len(files.getlist(name)) > 1:
             raise InvalidInput(f"{name}: sent more than once; send at most one")
-    data: dict[str, Any] = {
-        k: v for k, v in form.items() if k in ("text", "external_id", "image_url")
-    }
-    if "metadata" in form:
-        data["metadata"] = parse_json(form["metadata"], "metadata")
-    fields = _fields(data)
     upload = files.get("file")
-    return fields, (upload.read() if upload else None)
+    return dict(form.items()), (upload.read() if upload else None)
 
 
 def _from_json(request: Request) -> tuple[UploadFields, bytes | None]:

@@ -19,7 +19,7 @@ from api.services import services
 from clipmod import retention
 from clipmod.errors import ClipmodError, InvalidInput, NotFound
 from clipmod.models import Action, Item, ItemStatus, Tenant, Verdict, new_id
-from clipmod.queue import enqueue_after_commit, enqueue_scoring
+from clipmod.queue import enqueue_scoring
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,10 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
     info = upload.image_info
     item_id = new_id()
     try:
-        with svc.sessions() as session, session.begin():
-            # A prebuilt Core INSERT: the ORM's unit of work, or building the statement per
-            # request, cost more than the round trip itself.
-            session.execute(
+        # A Core connection and a prebuilt INSERT: an ORM session (its unit of work, the
+        # after-commit listeners registered on each new session) cost more than the round trip.
+        with svc.engine.begin() as conn:
+            conn.execute(
                 _INSERT_ITEM,
                 {
                     "id": item_id,
@@ -107,7 +107,6 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
             # row never points at a missing blob.
             if upload.image is not None:
                 svc.blobs.put(upload.image)
-            enqueue_after_commit(session, svc.celery, [item_id])
     except IntegrityError:
         # The external_id is taken: a retry of the same request (a replay), a concurrent
         # request that won the insert, or new content under an old id (a conflict).
@@ -118,6 +117,10 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
             return _replay(found, upload)
     if upload.image is not None:
         svc.blobs.put(upload.image)  # a concurrent delete may have taken it: see BlobStore
+    # Only now, with the row committed (leaving the block above committed it): a worker that
+    # hears of an uncommitted row finds nothing. A failed send is `queue_unavailable` (503)
+    # for a stored item, which a retry with the same external_id queues again.
+    enqueue_scoring(svc.celery, [item_id])
     body = {
         "id": item_id,
         "external_id": upload.external_id,

@@ -85,6 +85,31 @@ def test_multipart_upload_is_queued(
         assert (item.text, item.meta, item.image_format) == ("hello", {"user": 7}, "jpeg")
 
 
+def test_a_broker_outage_stores_the_item_answers_503_and_a_retry_queues_it(
+    settings: Settings, client: FlaskClient, api_key: str, sessions: sessionmaker[Session]
+) -> None:
+    """The send comes after the commit: the row is there when the broker refuses the message.
+
+    A Redis broker that is down also takes the rate-limit counters with it: intake is worth
+    more than the limit, so the upload is still stored (and carries no `X-RateLimit-*`).
+    """
+    from api import create_app
+    from tests.conftest import make_settings
+
+    down = create_app(make_settings(settings.data_dir, broker_url="redis://127.0.0.1:1/0"))
+    try:
+        resp = post_file(down.test_client(), api_key, images.solid(), external_id="out-1")
+    finally:
+        down.extensions["clipmod"].engine.dispose()
+    assert error_of(resp) == (503, "queue_unavailable")
+    assert "X-RateLimit-Limit" not in resp.headers
+    with sessions() as session:
+        item = session.scalar(select(Item).where(Item.external_id == "out-1"))
+        assert item is not None and item.status.value == "queued"
+    again = post_file(client, api_key, images.solid(), external_id="out-1")
+    assert again.status_code == 200 and again.get_json()["id"] == item.id
+
+
 def test_json_upload_with_base64_image(client: FlaskClient, api_key: str) -> None:
     payload = {
         "image_base64": base64.b64encode(images.solid(fmt="PNG")).decode(),

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
@@ -109,3 +110,47 @@ def test_a_redis_broker_puts_the_counters_in_redis(tmp_path) -> None:  # type: i
     redis_settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:6390/0")
     assert redis_settings.limiter_storage_url == "redis://127.0.0.1:6390/0"
     assert make_settings(tmp_path).limiter_storage_url == "memory://"
+
+
+def test_every_counted_upload_carries_the_window(settings: Settings, api_key: str) -> None:
+    with limited_client(settings, rate_limit="3/minute") as client:
+        started = time.time()
+        seen = []
+        for _ in range(4):
+            resp = client.post("/v1/items", json={"text": "hi"}, headers=auth(api_key))
+            seen.append((resp.status_code, resp.headers["X-RateLimit-Remaining"]))
+            assert resp.headers["X-RateLimit-Limit"] == "3"
+            assert started + 59 <= int(resp.headers["X-RateLimit-Reset"]) <= time.time() + 62
+        assert seen == [(202, "2"), (202, "1"), (202, "0"), (429, "0")]
+        # Only intake is counted, so only intake answers carry the headers.
+        assert "X-RateLimit-Limit" not in client.get("/v1/items", headers=auth(api_key)).headers
+
+
+@pytest.mark.postgres
+def test_counts_share_the_limits_librarys_moving_window_keys(
+    settings: Settings, api_key: str, sessions: sessionmaker[Session]
+) -> None:
+    """One Lua call of ours and the library's own strategy read and write the same window,
+    so replicas on either side of an upgrade (Flask-Limiter used these keys) count together."""
+    import redis
+    from limits import parse
+    from limits.storage import RedisStorage
+    from limits.strategies import MovingWindowRateLimiter
+
+    from clipmod.models import Tenant
+
+    url = required_env("CLIPMOD_TEST_REDIS_URL")
+    redis.Redis.from_url(url).flushdb()
+    with sessions() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == "acme"))
+    library = MovingWindowRateLimiter(RedisStorage(url))
+    item = parse("3/minute")
+    assert library.hit(item, "clipmod", f"tenant:{tenant_id}", "intake")
+    with limited_client(settings, rate_limit="3/minute", rate_limit_storage_url=url) as client:
+        assert [post(client, api_key), post(client, api_key), post(client, api_key)] == [
+            202,
+            202,
+            429,
+        ]
+    stats = library.get_window_stats(item, "clipmod", f"tenant:{tenant_id}", "intake")
+    assert stats.remaining == 0
