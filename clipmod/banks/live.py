@@ -75,6 +75,7 @@ class LiveBanks:
         self.revision = revision
         self.refresh_s = refresh_s
         self.device = device
+        self.prefilter_at: int | None = prefilter.WORTH_FROM  # None: float32 only (benchmarks)
         self._sets: dict[tuple[tuple[str, int | None, float], ...], BankSet] = {}
         self._newest: dict[int, BankSnapshot] = {}  # bank id -> newest snapshot read
         self._stamp: tuple[int, int] | None = None
@@ -116,7 +117,7 @@ class LiveBanks:
                 self.revision,
                 read=self._read,
                 device=self.device,
-                prefilter_at=prefilter.WORTH_FROM,
+                prefilter_at=self.prefilter_at,
             )
             for reason in skipped:
                 log.error("policy %s: %s: not matched", policy.name, reason)
