@@ -7,6 +7,7 @@ codes alone do get them wrong, so the re-check is what the equality tests exerci
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clipmod.actions import Action
 from clipmod.banks import prefilter
@@ -189,6 +191,24 @@ def test_no_prefilter_where_the_int8_product_is_not_exact(monkeypatch: pytest.Mo
     assert stack(pairs, prefilter_at=0).prefilter is not None
     assert stack(pairs, prefilter_at=101).prefilter is None  # below the size it pays off at
     assert stack(pairs).prefilter is None  # backtests do not ask for it
+
+
+def test_a_set_on_the_device_matches_there_and_a_cpu_runtime_gets_the_prefilter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU the product runs there (torch on the CPU stands in for it) and the prefilter is
+    not consulted; a worker whose runtime device is the CPU gets the prefilter."""
+    rng = np.random.default_rng(7)
+    rows, pairs = adversarial(rng)
+    plain, coded = both(pairs)
+    assert stack(pairs, torch.device("cpu"), prefilter_at=0).prefilter is not None
+    on_device = dataclasses.replace(coded, device_matrix=torch.from_numpy(coded.matrix))
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the prefilter ran for a set on the device")
+
+    monkeypatch.setattr(prefilter, "best", refuse)
+    assert_same(plain.match(rows), on_device.match(rows))
 
 
 def test_the_int8_product_is_exact_on_a_cpu_without_vnni() -> None:
