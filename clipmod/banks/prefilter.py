@@ -8,15 +8,15 @@ model's own threads), and only the few entries that could still be a row's best 
 in float32. The best entry and its cosine are those of the plain float32 product, for EVERY bank
 (a match, a miss and a backtest see the same numbers); only the work differs.
 
-The bound that makes it exact. Entries are coded per dimension: c_k = max_j |e_jk| / 63 and
+The bound that makes it exact. Entries are coded per dimension: c_k = max_j |e_jk| / 127 and
 q_jk = round(e_jk / c_k), leaving r_j = e_j - c * q_j. A row x is folded with the same scales,
-x'_k = x_k c_k, and coded per row: s = max_k |x'_k| / 127, p = round(x' / s), leaving
+x'_k = x_k c_k, and coded per row: s = max_k |x'_k| / 63, p = round(x' / s), leaving
 rho = x' - s p. Then, in real arithmetic,
 
     x . e_j = s (p . q_j) + rho . q_j + x . r_j,   so   |x . e_j - s P_j| <= eps_q,
     eps_q = |rho| max_j |q_j| + |x| max_j |r_j|        (Cauchy-Schwarz, maxima per bank)
 
-where P_j = p . q_j is an exact int32 sum (|p| <= 127, |q| <= 63: no overflow below
+where P_j = p . q_j is an exact int32 sum (|p| <= 63, |q| <= 127: no overflow below
 d = 268,000). The float32 product the worker used to compute differs from the real x . e_j by
 at most gamma_d |x| |e_j|, gamma_d = d u / (1 - d u) with u = 2^-24 (whatever the summation
 order, FMA or not). So each entry's approximate cosine s P_j is within
@@ -28,10 +28,12 @@ them (ties to the lowest index, like `argmax`) is the answer. `tests/unit/test_b
 checks the bound entry by entry and the answers against the plain product on adversarial
 near-ties and near-threshold entries.
 
-Why 7-bit entries: without VNNI, oneDNN's int8 product adds 128 to one side and multiplies
-pairs into int16 (`vpmaddubsw`), which saturates unless 2 * 255 * |q| <= 32767 (seen here with
-`ONEDNN_MAX_CPU_ISA=AVX2`: a 127 x 127 row came out wrong). |q| <= 63 fits. `_exact_kernel`
-checks the extremes once per process and the prefilter is not used where they come out wrong.
+Why the rows are 7-bit: without VNNI, oneDNN's int8 product adds 128 to its first operand and
+multiplies pairs into int16 with the second (`vpmaddubsw`), which saturates unless
+2 * 255 * |second| <= 32767 (seen with `ONEDNN_MAX_CPU_ISA=AVX2`: 127 x 127 pairs came out
+wrong, 127 x 64 did not). The entries are the first operand (8-bit codes; the product is also
+~1.5x faster entries-first), the rows the second, coded within +-63. `_exact_kernel` checks the
+extremes once per process and the prefilter is not used where they come out wrong.
 
 When the candidates would cost more than the plain product (a row with no content, a bank of
 many near-identical entries), `best` returns None and the caller does the plain product.
@@ -54,8 +56,8 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-ENTRY_CODE = 63  # 7 bits: see the module doc (no int16 saturation without VNNI)
-ROW_CODE = 127
+ENTRY_CODE = 127
+ROW_CODE = 63  # 7 bits: see the module doc (no int16 saturation without VNNI)
 BLOCK = 64  # entries per block: a row's candidates are found from its block maxima
 # Below this many stacked entries the float32 product is as cheap (~0.4 ms for 32 rows against
 # 8,000 entries on one core of the development machine) and the matrix stays in cache.
@@ -143,7 +145,7 @@ def _padded_rows(source: I64) -> I64:
 
 
 def approximate(pf: Prefilter, rows: F32) -> tuple[Any, F64, F64]:
-    """The code sums P (torch.int32 (n, code rows)), each row's scale s and its bound eps per
+    """The code sums P (torch.int32 (code rows, n)), each row's scale s and its bound eps per
     bank (n, B): every real entry's float32 cosine lies within eps of s * P."""
     import torch
 
@@ -161,7 +163,7 @@ def approximate(pf: Prefilter, rows: F32) -> tuple[Any, F64, F64]:
         + norm[:, None] * (pf.residual + gamma * pf.entry_norm)[None, :]
         + _SLACK
     )
-    product = torch._int_mm(torch.from_numpy(p.astype(np.int8)), pf.codes.T)  # exact int32
+    product = torch._int_mm(pf.codes, torch.from_numpy(p.astype(np.int8)).T)  # exact int32
     return product, row_scale, eps
 
 
@@ -173,8 +175,8 @@ def best(pf: Prefilter, matrix: F32, starts: I64, rows: F32) -> tuple[F32, I64] 
         return None
     n, n_banks = len(rows), len(starts) - 1
     product, row_scale, eps = approximate(pf, rows)
-    blocks = product.view(n, -1, BLOCK)
-    block_max = blocks.amax(dim=2).numpy()
+    blocks = product.numpy().reshape(-1, BLOCK, n)
+    block_max = product.view(-1, BLOCK, n).amax(dim=1).numpy().T  # (n, blocks)
     # Per row and bank, the lowest code sum an entry can have and still be the best: within
     # 2 eps of the bank's best code sum, and one lower for the float64 rounding.
     cut = np.full((n, n_banks), np.inf)
@@ -183,7 +185,7 @@ def best(pf: Prefilter, matrix: F32, starts: I64, rows: F32) -> tuple[F32, I64] 
     r_block, k_block = np.nonzero(block_max >= cut[:, pf.block_bank])
     if len(r_block) > block_max.size // 8:
         return None
-    values = blocks.numpy()[r_block, k_block]  # (selected, BLOCK)
+    values = blocks[k_block, :, r_block]  # (selected, BLOCK)
     source = pf.source[k_block[:, None] * BLOCK + np.arange(BLOCK)]
     bank_of = pf.block_bank[k_block]
     keep = (source >= 0) & (values >= cut[r_block, bank_of][:, None])
@@ -209,25 +211,18 @@ def _exact_kernel(dim: int) -> bool:
     try:
         import torch
 
+        def extremes(code: int, rows: int) -> npt.NDArray[np.int8]:
+            fixed = [np.resize(signs, dim) for signs in ([1], [-1], [1, -1], [1, 1, -1, -1])]
+            out = np.concatenate([np.stack(fixed), rng.choice([1, -1], (rows, dim))])
+            return (out * code).astype(np.int8)
+
         rng = np.random.default_rng(0)
-        a = np.concatenate(
-            [
-                np.full((1, dim), ROW_CODE),
-                np.full((1, dim), -ROW_CODE),
-                np.resize([ROW_CODE, -ROW_CODE], (1, dim)),
-                rng.choice([ROW_CODE, -ROW_CODE], (13, dim)),
-            ]
-        ).astype(np.int8)
-        b = np.concatenate(
-            [
-                np.full((1, dim), ENTRY_CODE),
-                np.full((1, dim), -ENTRY_CODE),
-                np.resize([ENTRY_CODE, -ENTRY_CODE], (1, dim)),
-                rng.choice([ENTRY_CODE, -ENTRY_CODE], (61, dim)),
-            ]
-        ).astype(np.int8)
-        got = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b).T).numpy()
-        ok = bool(np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64).T))
+        entries = np.resize(extremes(ENTRY_CODE, 60), (4096, dim))
+        ok = True
+        for n in (1, 7, 32):  # the shapes of a worker's batches (kernels differ by shape)
+            rows = extremes(ROW_CODE, n)[:n]
+            got = torch._int_mm(torch.from_numpy(entries), torch.from_numpy(rows).T).numpy()
+            ok &= bool(np.array_equal(got, entries.astype(np.int64) @ rows.T.astype(np.int64)))
     except (ImportError, RuntimeError) as exc:  # no torch, or no int8 product on this build
         log.warning("bank prefilter off: %s", exc)
         return False

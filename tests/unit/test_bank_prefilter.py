@@ -97,7 +97,7 @@ def test_every_entry_is_within_the_bound_of_its_float32_cosine() -> None:
     rows = np.concatenate([units(rng, 24), along.astype(np.float32)])
     product, scale, eps = prefilter.approximate(pf, rows)
     real = pf.source >= 0
-    approx = scale[:, None] * product.numpy()[:, real].astype(np.float64)
+    approx = scale[:, None] * product.numpy().T[:, real].astype(np.float64)
     exact = rows @ bank_set.matrix[pf.source[real]].T
     bank = np.searchsorted(bank_set.starts, pf.source[real], side="right") - 1
     slack = eps[:, bank] - np.abs(approx - exact)
@@ -120,7 +120,7 @@ def test_near_ties_and_near_threshold_entries_match_as_the_float32_product() -> 
     for bank in (0, 2, 3):
         cols = np.flatnonzero(pf.block_bank[np.arange(len(source)) // prefilter.BLOCK] == bank)
         cols = cols[source[cols] >= 0]
-        picked = source[cols[product.numpy()[:, cols].argmax(axis=1)]] - plain.starts[bank]
+        picked = source[cols[product.numpy().T[:, cols].argmax(axis=1)]] - plain.starts[bank]
         wrong += int((picked != a.entry[:, bank]).sum())
     assert wrong > 0
     hits = a.similarity >= plain.thresholds[None, :]
@@ -213,7 +213,8 @@ def test_a_set_on_the_device_matches_there_and_a_cpu_runtime_gets_the_prefilter(
 
 def test_the_int8_product_is_exact_on_a_cpu_without_vnni() -> None:
     """Without VNNI oneDNN multiplies int8 pairs into int16 (the module doc): with the ISA capped
-    at AVX2 the self-check must still pass and the answers still match the float32 product."""
+    at AVX2 the self-check passes with 7-bit rows, the answers match the float32 product, and
+    the self-check does catch the overflow that 8-bit rows would cause."""
     code = (
         "import numpy as np\n"
         "from clipmod.banks import prefilter\n"
@@ -222,6 +223,9 @@ def test_the_int8_product_is_exact_on_a_cpu_without_vnni() -> None:
         "rows, pairs = adversarial(np.random.default_rng(6))\n"
         "plain, coded = both(pairs)\n"
         "assert_same(plain.match(rows), coded.match(rows))\n"
+        "prefilter.ROW_CODE = 127  # 8-bit rows overflow int16 pairs here: the check must see it\n"
+        "prefilter._exact_kernel.cache_clear()\n"
+        "assert not prefilter._exact_kernel(128)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ONEDNN_VERBOSE": "1"}
