@@ -183,21 +183,25 @@ def best(pf: Prefilter, matrix: F32, starts: I64, rows: F32) -> tuple[F32, I64] 
     top = np.maximum.reduceat(block_max, pf.first_block, axis=1)
     cut[:, pf.filled] = top - 2 * eps[:, pf.filled] / row_scale[:, None] - 1
     r_block, k_block = np.nonzero(block_max >= cut[:, pf.block_bank])
-    if len(r_block) > block_max.size // 8:
+    if len(r_block) > block_max.size // 2:  # most blocks hold a candidate: no narrowing
         return None
     values = blocks[k_block, :, r_block]  # (selected, BLOCK)
-    source = pf.source[k_block[:, None] * BLOCK + np.arange(BLOCK)]
     bank_of = pf.block_bank[k_block]
-    keep = (source >= 0) & (values >= cut[r_block, bank_of][:, None])
-    r = np.broadcast_to(r_block[:, None], keep.shape)[keep]
-    c = source[keep]
-    bank = np.broadcast_to(bank_of[:, None], keep.shape)[keep]
-    if len(c) > max(4096, len(matrix) // 4):  # re-checking would read more than the plain product
+    at, pos = np.nonzero(values >= cut[r_block, bank_of][:, None])
+    c = pf.source[k_block[at] * BLOCK + pos]
+    real = c >= 0  # padding repeats an entry that is a candidate itself
+    r, c, bank = r_block[at][real], c[real], bank_of[at][real]
+    if len(c) > max(4096, len(matrix) // 2):  # re-checking would read what the plain product does
         return None
     exact = np.einsum("ij,ij->i", rows[r], matrix[c])
+    # np.nonzero walks rows, then blocks (banks in order), then entries: candidates come sorted
+    # by (row, bank, entry), so each group's best is its maximum, ties to its first entry.
     group = r * n_banks + bank
-    order = np.lexsort((c, -exact, group))  # per (row, bank): the highest, then the lowest index
-    first = order[np.r_[True, group[order][1:] != group[order][:-1]]]
+    edges = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    best_of = np.repeat(np.maximum.reduceat(exact, edges), np.diff(np.r_[edges, len(exact)]))
+    first = np.minimum.reduceat(
+        np.where(exact == best_of, np.arange(len(exact)), len(exact)), edges
+    )
     sim = np.full((n, n_banks), -np.inf, dtype=np.float32)
     entry = np.full((n, n_banks), -1, dtype=np.int64)
     sim[r[first], bank[first]] = exact[first]

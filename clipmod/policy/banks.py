@@ -167,7 +167,7 @@ def stack(
     With a CUDA `device` the matrix is also copied there once, so each batch's product runs
     where the image embeddings were computed. Otherwise, from `prefilter_at` stacked entries
     on, the int8 prefilter is built once here for the worker's batches (a backtest, matching
-    many rows at once, passes None and skips the ~50 ms it costs per 100,000 entries).
+    many rows at once, passes None and skips the ~0.1 s it costs per 100,000 entries).
     """
     banks = tuple(snap for snap, _ in pairs)
     dims = {snap.embeddings.shape[1] for snap in banks if len(snap)}
