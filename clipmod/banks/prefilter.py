@@ -1,12 +1,13 @@
 """An int8 prefilter for a worker's bank matching on the CPU: a quarter of the bytes, same answers.
 
 Why: a 100,000 x 128 float32 bank is 51 MB. It does not fit the 32 MiB L3 that decoding and the
-forward pass have just filled, so every batch streamed it from memory, and the product alone
-added ~10% to a bundled-model batch. Here the entries are also kept as int8 codes (12.8 MB), the
-batch is matched against the codes with one exact integer product (`torch._int_mm`, on the
-model's own threads), and only the few entries that could still be a row's best are re-checked
-in float32. The best entry and its cosine are those of the plain float32 product, for EVERY bank
-(a match, a miss and a backtest see the same numbers); only the work differs.
+forward pass have just filled, so every batch streamed it from memory, and matching added
+14-20% to a bundled-model batch (README, Benchmarks). Here the entries are also kept as int8
+codes (12.8 MB), the batch is matched against the codes with one exact integer product
+(`torch._int_mm`, on the model's own threads), and only the few entries that could still be a
+row's best are re-checked in float32. The best entry and its cosine are those of the plain
+float32 product, for EVERY bank (a match, a miss and a backtest see the same numbers); only the
+work differs.
 
 The bound that makes it exact. Entries are coded per dimension: c_k = max_j |e_jk| / 127 and
 q_jk = round(e_jk / c_k), leaving r_j = e_j - c * q_j. A row x is folded with the same scales,
@@ -23,8 +24,9 @@ order, FMA or not). So each entry's approximate cosine s P_j is within
 eps = eps_q + gamma_d |x| max_j |e_j| (+ 1e-9 for the float64 the bound is computed in) of its
 float32 cosine. If j* is the float32 best and m the approximate best,
 s P_j* >= cos_j* - eps >= cos_m - eps >= s P_m - 2 eps: every entry that can be the best, or tie
-with it, has P_j >= P_m - 2 eps / s. Those candidates are re-checked in float32 and the best of
-them (ties to the lowest index, like `argmax`) is the answer. `tests/unit/test_bank_prefilter.py`
+with it, has P_j >= P_m - 2 eps / s. Those candidates are re-checked in float32 (a dot product
+per candidate: the product's value to within float32 rounding) and the best of them (ties to
+the lowest index, like `argmax`) is the answer. `tests/unit/test_bank_prefilter.py`
 checks the bound entry by entry and the answers against the plain product on adversarial
 near-ties and near-threshold entries.
 
