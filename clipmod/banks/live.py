@@ -7,6 +7,8 @@ version is read incrementally from it (`registry.advance`). A reference that can
 (no such bank, another model revision, a missing pinned version) is left out with a reason: the
 worker logs it, a backtest reports it, and `clipmod policy lint` calls each an error before
 publishing. `resolve` is the one place that decides, so backtests match what workers match.
+A worker's sets also carry the int8 prefilter (`clipmod.banks.prefilter`), built here once per
+bank change: it changes how fast a batch is matched, never what matches.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clipmod.banks import registry
+from clipmod.banks import prefilter, registry
 from clipmod.errors import ClipmodError
 from clipmod.models import Bank
 from clipmod.policy.banks import BankSet, BankSnapshot, stack
@@ -38,10 +40,12 @@ def resolve(
     read: Reader = registry.snapshot,
     overrides: Mapping[str, BankSnapshot] | None = None,
     device: Any = None,
+    prefilter_at: int | None = None,
 ) -> tuple[BankSet, list[str]]:
     """The policy's banks as one `BankSet`, and why any reference was left out.
 
-    `overrides` replaces a bank's snapshot (a backtest of a bank change before making it).
+    `overrides` replaces a bank's snapshot (a backtest of a bank change before making it);
+    `prefilter_at` is passed to `stack` (workers: `prefilter.WORTH_FROM`).
     """
     pairs, skipped = [], []
     for ref in policy.banks:
@@ -61,7 +65,7 @@ def resolve(
             pairs.append((read(session, bank, ref.version), ref.threshold))
         except ClipmodError as exc:
             skipped.append(exc.message)
-    return stack(pairs, device), skipped
+    return stack(pairs, device, prefilter_at=prefilter_at), skipped
 
 
 class LiveBanks:
@@ -71,6 +75,7 @@ class LiveBanks:
         self.revision = revision
         self.refresh_s = refresh_s
         self.device = device
+        self.prefilter_at: int | None = prefilter.WORTH_FROM  # None: float32 only (benchmarks)
         self._sets: dict[tuple[tuple[str, int | None, float], ...], BankSet] = {}
         self._newest: dict[int, BankSnapshot] = {}  # bank id -> newest snapshot read
         self._stamp: tuple[int, int] | None = None
@@ -107,15 +112,21 @@ class LiveBanks:
         if key not in self._sets:
             started = time.perf_counter()
             found, skipped = resolve(
-                session, policy, self.revision, read=self._read, device=self.device
+                session,
+                policy,
+                self.revision,
+                read=self._read,
+                device=self.device,
+                prefilter_at=self.prefilter_at,
             )
             for reason in skipped:
                 log.error("policy %s: %s: not matched", policy.name, reason)
             self._sets[key] = found
             log.info(
-                "banks for %s ready in %.0f ms: %s",
+                "banks for %s ready in %.0f ms: %s; matched with the %s",
                 policy.name,
                 (time.perf_counter() - started) * 1000,
                 ", ".join(f"{s.label} ({len(s)} entries)" for s in found.banks) or "none",
+                "int8 prefilter" if found.prefilter is not None else "float32",
             )
         return self._sets[key]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod.actions import Action
-from clipmod.banks import registry
+from clipmod.banks import prefilter, registry
 from clipmod.banks.uploads import embed_uploads
 from clipmod.db import transaction
 from clipmod.images import ImageLimits
@@ -31,12 +33,20 @@ def reencoded(name: str) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.parametrize("coded", [False, True], ids=["float32", "int8-prefilter"])
 def test_a_batch_is_matched_against_the_newest_bank_version(
     settings: Settings,
     sessions: sessionmaker[Session],
     runtime,
     seeded: int,  # type: ignore[no-untyped-def]
+    coded: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Also with the int8 prefilter a worker builds for large banks, forced here for one entry."""
+    if coded:
+        monkeypatch.setattr(prefilter, "WORTH_FROM", 0)
+    caplog.set_level(logging.INFO, logger="clipmod.banks.live")
     entries = embed_uploads(
         runtime,
         [("blue-cup.png", (SAMPLES / "blue-cup.png").read_bytes())],
@@ -77,3 +87,5 @@ def test_a_batch_is_matched_against_the_newest_bank_version(
     assert match is not None and got[second[1]].bank_match is None
     assert (match["label"], match["kind"], match["threshold"]) == ("known-bad@1", "block", 0.9)
     assert 0.9 <= match["similarity"] <= 1.0 and isinstance(match["entry"], int)
+    matched_with = "int8 prefilter" if coded else "float32"
+    assert f"known-bad@1 (1 entries); matched with the {matched_with}" in caplog.text
