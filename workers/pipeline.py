@@ -142,6 +142,7 @@ class Scorer:
         self.policies = PolicyCache(runtime, settings.policy_refresh_s)
         self.worker_id = worker_id or store.worker_identity()
         self.banks = LiveBanks(runtime.revision, settings.policy_refresh_s, runtime.device)
+        self.last_claimed = 0  # items the last `score_batch` claimed
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._limits = images.ImageLimits.from_settings(settings)
         self._processes = (
@@ -162,15 +163,17 @@ class Scorer:
 
     # -- the batch ---------------------------------------------------------------------------
 
-    def score_batch(self, item_ids: list[str]) -> list[str]:
-        """Score what is still pending among `item_ids`; returns the ids it requeued.
+    def score_batch(self, item_ids: list[str], fill: int = 0) -> list[str]:
+        """Score what is still pending among `item_ids`, topped up to `fill` items with the
+        oldest queued ones; returns the ids it requeued (see `score_queued` for the count).
 
         A database outage at the claim (or at the hand-back) raises: the task then rejects the
         messages back to the broker instead of acknowledging work it never did.
         """
         timer = StageTimer()
         with timer.stage("claim"):
-            work = self._claim(item_ids)
+            work = self._claim(item_ids, fill)
+        self.last_claimed = len(work)
         if not work:
             return []
         try:
@@ -186,9 +189,29 @@ class Scorer:
         metrics.observe_batch(work, timer)
         return []
 
-    def _claim(self, item_ids: list[str]) -> list[_Work]:
+    def score_queued(
+        self, item_ids: list[str], before_claim: Callable[[], None], budget_s: float
+    ) -> tuple[list[str], bool]:
+        """Score `item_ids`, then whatever else is queued, a full batch per claim, until a claim
+        comes back short or `budget_s` is spent; returns (requeued ids, more may be waiting).
+
+        `before_claim` runs before every claim (the doorbell's delete, see `clipmod.queue`).
+        The budget bounds one task call, so its messages are acknowledged and a warm shutdown
+        does not wait for a whole backlog; the caller wakes a worker again when more may wait.
+        """
+        size = self.settings.batch_size
+        deadline = time.monotonic() + budget_s
+        while True:
+            before_claim()
+            requeue = self.score_batch(item_ids, fill=size)
+            full = self.last_claimed >= size
+            if requeue or not full or time.monotonic() >= deadline:
+                return requeue, full
+            item_ids = []
+
+    def _claim(self, item_ids: list[str], fill: int = 0) -> list[_Work]:
         with transaction(self.sessions) as session:
-            claimed = store.claim(session, item_ids, self.worker_id, self.settings.lease_s)
+            claimed = store.claim(session, item_ids, self.worker_id, self.settings.lease_s, fill)
             work = []
             for item in claimed:
                 version_id = self.policies.version_for(

@@ -1,0 +1,78 @@
+"""A worker claims from the database: the named items first, then the oldest queued ones.
+
+The broker only wakes a worker (see `clipmod.queue`); these tests drive the claim and the
+claiming loop directly against a real SQLite database and the real bundled model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from clipmod.db import transaction
+from clipmod.models import ItemStatus, Verdict
+from clipmod.settings import Settings
+from clipmod.storage import BlobStore
+from tests.unit.test_leases import add_items, rows
+from workers import store
+from workers.pipeline import Scorer
+
+
+def claim(
+    sessions: sessionmaker[Session], ids: list[str], worker: str, fill: int = 0
+) -> list[store.Claimed]:
+    with transaction(sessions) as session:
+        return store.claim(session, ids, worker, 30, fill)
+
+
+def test_a_fill_claim_takes_the_named_items_then_the_oldest_queued(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = add_items(sessions, 6)
+    with_hint = claim(sessions, [ids[4]], "a")
+    assert [c.id for c in with_hint] == [ids[4]]
+    taken = claim(sessions, [ids[3], ids[4]], "b", fill=3)
+    # ids[4] is a's: b gets the named ids[3], then the two oldest still queued.
+    assert [c.id for c in taken] == [ids[3], ids[0], ids[1]]
+    rest = claim(sessions, [], "c", fill=10)
+    assert [c.id for c in rest] == [ids[2], ids[5]]
+    assert claim(sessions, [], "d", fill=10) == []
+    held = rows(sessions, ids)
+    assert [held[i].claimed_by for i in ids] == ["b", "b", "c", "b", "a", "c"]
+    assert {h.status for h in held.values()} == {ItemStatus.PROCESSING}
+
+
+@pytest.fixture
+def scorer(
+    settings: Settings, sessions: sessionmaker[Session], runtime, seeded: int
+) -> Iterator[Scorer]:  # type: ignore[no-untyped-def]
+    small = Settings(**{**vars(settings), "batch_size": 4})
+    s = Scorer(small, runtime, sessions, BlobStore(settings.blob_dir), worker_id="w1")
+    yield s
+    s.close()
+
+
+def test_score_queued_claims_full_batches_until_the_queue_is_empty(
+    scorer: Scorer, sessions: sessionmaker[Session]
+) -> None:
+    ids = add_items(sessions, 10)
+    rung: list[int] = []
+    requeued, more = scorer.score_queued([ids[9]], lambda: rung.append(1), budget_s=60)
+    assert (requeued, more) == ([], False)
+    # 4 + 4 + 2: the short third claim says the queue is empty; each claim answered the bell.
+    assert len(rung) == 3
+    assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.SCORED}
+    with sessions() as session:
+        assert session.scalar(select(func.count(Verdict.id))) == 10
+
+
+def test_score_queued_stops_at_its_budget_and_says_more_may_wait(
+    scorer: Scorer, sessions: sessionmaker[Session]
+) -> None:
+    ids = add_items(sessions, 6)
+    assert scorer.score_queued([], lambda: None, budget_s=0) == ([], True)
+    held = rows(sessions, ids)
+    assert [held[i].status for i in ids] == [ItemStatus.SCORED] * 4 + [ItemStatus.QUEUED] * 2
