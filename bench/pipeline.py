@@ -9,6 +9,14 @@ For each model (the bundled demo CLIP, and a full-size ViT-B/32 from transformer
    from the verdicts' own `scored_at` stamps over the steady state (first batch excluded, as the
    bare forward's warm-up is), so process start and model load are not counted.
 
+Every upload is accepted before the worker starts, so intake never competes with the worker for
+the cores inside the measured window: the figure is the worker's own throughput on a backlog.
+After the run the worker's `/metrics` give the split per item (claim, decode, forward, write; the
+rest is time outside the batch stages: the broker and the task call), and the decode ceiling is
+printed: decoding costs `decode_ms` of one core per image and bare forward uses every core, so
+on `cores` cores e2e/bare cannot exceed cores / (decode_ms/1000 · bare + cores) even with free
+queueing and writes.
+
 The ratio pipeline (e2e) / bare forward is the figure of merit: it says how much the service
 loses to queueing, decoding, preprocessing, scoring and database writes. Goal: ≥ 0.85 on
 ViT-B/32. `--device cuda` runs both halves on the GPU in fp16 (`bench/gpu.sh` prepares a bare
@@ -86,6 +94,38 @@ def make_jpegs(n: int, unique: int = 384) -> list[bytes]:
     return [out[i % len(out)] for i in range(n)]
 
 
+def decode_ms(model_dir: Path, jpegs: list[bytes], n: int = 128) -> float:
+    """Decode + preprocess of one upload on one thread, as the worker does it (best of 3)."""
+    from clipmod import images, pixels
+    from clipmod.runtime import ClipRuntime
+
+    spec = ClipRuntime.load(str(model_dir), "cpu").image_spec
+    limits = images.ImageLimits.from_settings(settings_mod.load({}))
+    sample = [jpegs[i % len(jpegs)] for i in range(n)]
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for data in sample:
+            pixels.decode_pixels(data, limits, spec)
+        best = min(best, (time.perf_counter() - started) / n * 1000)
+    return best
+
+
+def stage_split(metrics_text: str) -> dict[str, float]:
+    """ms per item in each batch stage, from a worker's `/metrics` after a run."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    items = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "clipmod_batch_stage_seconds_sum":
+                sums[sample.labels["stage"]] = sample.value
+            elif sample.name == "clipmod_batch_size_sum":
+                items = sample.value
+    return {k: v * 1000 / items for k, v in sums.items()} if items else {}
+
+
 def bare_forward(
     model_dir: Path, jpegs: list[bytes], batch: int, batches: int, device: str = "cpu"
 ) -> float:
@@ -132,7 +172,8 @@ def pipeline(
     device: str = "cpu",
     broker: str | None = None,
     database: str | None = None,
-) -> float:
+) -> tuple[float, dict[str, float]]:
+    """Steady-state e2e img/s, and the worker's ms per item by stage (see `stage_split`)."""
     with fresh_database(database) as db_url:
         return _pipeline(model_dir, jpegs, batch, device, broker, db_url)
 
@@ -144,7 +185,9 @@ def _pipeline(
     device: str,
     broker: str | None,
     database: str | None,
-) -> float:
+) -> tuple[float, dict[str, float]]:
+    import urllib.request
+
     from api import create_app
     from cli.supervise import WorkerProcess, settings_env
 
@@ -187,13 +230,16 @@ def _pipeline(
                         now = session.scalar(select(func.count(Verdict.id))) or 0
                     bar.update(now - done)
                     done = now
+            with urllib.request.urlopen(f"{worker.health_url}/metrics", timeout=5) as resp:
+                split = stage_split(resp.read().decode())
         finally:
             worker.stop()
         with sessions() as session:
             stamps = sorted(session.scalars(select(Verdict.scored_at)))
         engine.dispose()
         first_batch = sum(1 for s in stamps if s == stamps[0])
-        return (len(stamps) - first_batch) / (stamps[-1] - stamps[0]).total_seconds()
+        rate = (len(stamps) - first_batch) / (stamps[-1] - stamps[0]).total_seconds()
+        return rate, split
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -232,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = folder_fn()
         jpegs = make_jpegs(args.images or n)
         bare = bare_forward(folder, jpegs, batch, args.bare_batches or bare_batches, args.device)
-        piped = pipeline(folder, jpegs, batch, args.device, args.broker, args.database)
+        piped, split = pipeline(folder, jpegs, batch, args.device, args.broker, args.database)
+        decode = decode_ms(folder, jpegs)
+        cores = os.cpu_count() or 1
+        ceiling = cores / (decode / 1000 * bare + cores)
         results[name] = {
             "batch": batch,
             "images": len(jpegs),
@@ -241,10 +290,21 @@ def main(argv: list[str] | None = None) -> int:
             "bare_forward_img_s": bare,
             "pipeline_img_s": piped,
             "ratio": piped / bare,
+            "decode_ms": decode,
+            "ceiling": ceiling,
+            "worker_ms_per_item": split,
         }
         print(
             f"{name:8s} {args.device} batch {batch} ({backend}): bare forward {bare:8.1f} img/s"
             f" | e2e {piped:8.1f} img/s | e2e/bare = {piped / bare:.2f}",
+            flush=True,
+        )
+        stages = " ".join(f"{k} {v:.2f}" for k, v in split.items())
+        print(
+            f"{'':8s} worker ms per item: {stages}, outside the stages"
+            f" {max(1000 / piped - sum(split.values()), 0):.2f}"
+            f" | decode {decode:.2f} ms/img on one core:"
+            f" e2e/bare <= {ceiling:.2f} on {cores} cores",
             flush=True,
         )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
