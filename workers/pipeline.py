@@ -143,6 +143,7 @@ class Scorer:
         self.worker_id = worker_id or store.worker_identity()
         self.banks = LiveBanks(runtime.revision, settings.policy_refresh_s, runtime.device)
         self.last_claimed = 0  # items the last `score_batch` claimed
+        self._held: set[str] = set()  # claimed, neither written nor handed back yet
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._limits = images.ImageLimits.from_settings(settings)
         self._processes = (
@@ -176,6 +177,8 @@ class Scorer:
         self.last_claimed = len(work)
         if not work:
             return []
+        ids = [w.id for w in work]
+        self._held.update(ids)
         try:
             with timer.stage("decode"):
                 self._prepare(work)
@@ -185,7 +188,10 @@ class Scorer:
                 self._write(work)
         except Exception:
             log.exception("batch of %d failed; returning its items to the queue", len(work))
-            return self._release(work)
+            requeue = self._release(work)  # if this raises too, the ids stay held
+            self._held.difference_update(ids)
+            return requeue
+        self._held.difference_update(ids)
         metrics.observe_batch(work, timer)
         return []
 
@@ -201,6 +207,9 @@ class Scorer:
         """
         size = self.settings.batch_size
         deadline = time.monotonic() + budget_s
+        # Items a failed hand-back left claimed (the database went away): no message names
+        # them and the heartbeat keeps renewing their lease, so this worker claims them again.
+        item_ids = [*self._held, *item_ids]
         while True:
             before_claim()
             requeue = self.score_batch(item_ids, fill=size)

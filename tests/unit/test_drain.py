@@ -76,3 +76,37 @@ def test_score_queued_stops_at_its_budget_and_says_more_may_wait(
     assert scorer.score_queued([], lambda: None, budget_s=0) == ([], True)
     held = rows(sessions, ids)
     assert [held[i].status for i in ids] == [ItemStatus.SCORED] * 4 + [ItemStatus.QUEUED] * 2
+
+
+class Outage(Scorer):
+    """The database goes away after the claim: the write fails, and so does the hand-back."""
+
+    down = False
+
+    def _write(self, work):  # type: ignore[no-untyped-def]
+        if self.down:
+            raise ConnectionError("database unavailable")
+        super()._write(work)
+
+    def _release(self, work):  # type: ignore[no-untyped-def]
+        if self.down:
+            raise ConnectionError("database unavailable")
+        return super()._release(work)
+
+
+def test_items_a_failed_hand_back_left_claimed_are_claimed_again_by_the_same_worker(
+    settings: Settings, sessions: sessionmaker[Session], runtime, seeded: int
+) -> None:  # type: ignore[no-untyped-def]
+    ids = add_items(sessions, 3)
+    scorer = Outage(settings, runtime, sessions, BlobStore(settings.blob_dir), worker_id="w1")
+    try:
+        scorer.down = True
+        with pytest.raises(ConnectionError):
+            scorer.score_queued([ids[0]], lambda: None, budget_s=60)
+        # No message names ids[1] and ids[2], and the fill claim takes only queued items.
+        assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.PROCESSING}
+        scorer.down = False
+        assert scorer.score_queued([], lambda: None, budget_s=60) == ([], False)
+    finally:
+        scorer.close()
+    assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.SCORED}
