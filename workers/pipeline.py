@@ -65,6 +65,15 @@ class _Work:
         return parts
 
 
+@dataclass
+class Batch:
+    """A claimed batch between `Scorer.begin` and `Scorer.finish`."""
+
+    work: list[_Work]
+    timer: StageTimer
+    error: Exception | None = None
+
+
 class PolicyCache:
     """Active versions per tenant and their prompt banks, refreshed when activations change.
 
@@ -142,8 +151,9 @@ class Scorer:
         self.policies = PolicyCache(runtime, settings.policy_refresh_s)
         self.worker_id = worker_id or store.worker_identity()
         self.banks = LiveBanks(runtime.revision, settings.policy_refresh_s, runtime.device)
-        self.last_claimed = 0  # items the last `score_batch` claimed
-        self._held: set[str] = set()  # claimed, neither written nor handed back yet
+        # Claimed, neither written nor handed back yet: after a failed hand-back (the database
+        # went away) no message names them, and the heartbeat keeps renewing their lease.
+        self.held: set[str] = set()
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._limits = images.ImageLimits.from_settings(settings)
         self._processes = (
@@ -166,57 +176,51 @@ class Scorer:
 
     def score_batch(self, item_ids: list[str], fill: int = 0) -> list[str]:
         """Score what is still pending among `item_ids`, topped up to `fill` items with the
-        oldest queued ones; returns the ids it requeued (see `score_queued` for the count).
+        oldest queued ones; returns the ids it requeued. (The worker's task runs the same two
+        halves overlapped, see `workers.overlap`.)
 
         A database outage at the claim (or at the hand-back) raises: the task then rejects the
         messages back to the broker instead of acknowledging work it never did.
         """
+        return self.finish(self.begin(item_ids, fill))
+
+    def begin(self, item_ids: list[str], fill: int = 0) -> Batch:
+        """Claim and prepare a batch: the half that needs no model. A failure to prepare is
+        kept in the batch and handled by `finish`, like one of the model or the write."""
         timer = StageTimer()
         with timer.stage("claim"):
             work = self._claim(item_ids, fill)
-        self.last_claimed = len(work)
+        self.held.update(w.id for w in work)
+        batch = Batch(work, timer)
+        if work:
+            try:
+                with timer.stage("decode"):
+                    self._prepare(work)
+            except Exception as exc:
+                batch.error = exc
+        return batch
+
+    def finish(self, batch: Batch) -> list[str]:
+        """Forward pass and write; returns the ids it requeued after a failure."""
+        work = batch.work
+        ids = [w.id for w in work]
         if not work:
             return []
-        ids = [w.id for w in work]
-        self._held.update(ids)
         try:
-            with timer.stage("decode"):
-                self._prepare(work)
-            with timer.stage("forward"):
+            if batch.error is not None:
+                raise batch.error
+            with batch.timer.stage("forward"):
                 self._forward(work)
-            with timer.stage("write"):
+            with batch.timer.stage("write"):
                 self._write(work)
         except Exception:
             log.exception("batch of %d failed; returning its items to the queue", len(work))
             requeue = self._release(work)  # if this raises too, the ids stay held
-            self._held.difference_update(ids)
+            self.held.difference_update(ids)
             return requeue
-        self._held.difference_update(ids)
-        metrics.observe_batch(work, timer)
+        self.held.difference_update(ids)
+        metrics.observe_batch(work, batch.timer)
         return []
-
-    def score_queued(
-        self, item_ids: list[str], before_claim: Callable[[], None], budget_s: float
-    ) -> tuple[list[str], bool]:
-        """Score `item_ids`, then whatever else is queued, a full batch per claim, until a claim
-        comes back short or `budget_s` is spent; returns (requeued ids, more may be waiting).
-
-        `before_claim` runs before every claim (the doorbell's delete, see `clipmod.queue`).
-        The budget bounds one task call, so its messages are acknowledged and a warm shutdown
-        does not wait for a whole backlog; the caller wakes a worker again when more may wait.
-        """
-        size = self.settings.batch_size
-        deadline = time.monotonic() + budget_s
-        # Items a failed hand-back left claimed (the database went away): no message names
-        # them and the heartbeat keeps renewing their lease, so this worker claims them again.
-        item_ids = [*self._held, *item_ids]
-        while True:
-            before_claim()
-            requeue = self.score_batch(item_ids, fill=size)
-            full = self.last_claimed >= size
-            if requeue or not full or time.monotonic() >= deadline:
-                return requeue, full
-            item_ids = []
 
     def _claim(self, item_ids: list[str], fill: int = 0) -> list[_Work]:
         with transaction(self.sessions) as session:

@@ -1,4 +1,4 @@
-"""The Celery task: a thin wrapper that turns broker messages into `Scorer.score_queued` calls.
+"""The Celery task: a thin wrapper that turns broker messages into `overlap.score_queued` calls.
 
 A message wakes the worker; the worker then claims from the database, the items the messages
 name first and then the oldest queued ones, a full batch at a time, until the queue is empty
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
@@ -21,6 +22,7 @@ from celery import Celery
 from clipmod.queue import SCORE_TASK, answer_bell, enqueue_scoring
 from clipmod.settings import Settings
 from workers.batching import GatheringBatches
+from workers.overlap import score_queued
 from workers.pipeline import Scorer
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Backoff:
 
 def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) -> None:
     backoff = Backoff()
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="claim-ahead")
 
     @app.task(
         name=SCORE_TASK,
@@ -61,7 +64,9 @@ def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) 
         # A duplicate delivery (a client retry re-queues its item) is one item, not two.
         ids = list(dict.fromkeys(r.args[0] for r in requests if r.args))
         try:
-            requeue, more = get_scorer().score_queued(ids, lambda: answer_bell(app), SCORE_BUDGET_S)
+            requeue, more = score_queued(
+                get_scorer(), ids, lambda: answer_bell(app), SCORE_BUDGET_S, ahead
+            )
             if requeue:
                 log.warning("requeueing %d items", len(requeue))
                 enqueue_scoring(app, requeue, force=True)

@@ -1,12 +1,15 @@
 """A worker claims from the database: the named items first, then the oldest queued ones.
 
 The broker only wakes a worker (see `clipmod.queue`); these tests drive the claim and the
-claiming loop directly against a real SQLite database and the real bundled model.
+overlapped claiming loop (`workers.overlap`) directly against a real SQLite database and the
+real bundled model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +20,7 @@ from clipmod.models import ItemStatus, Verdict
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from tests.unit.test_leases import add_items, rows
-from workers import store
+from workers import overlap, store
 from workers.pipeline import Scorer
 
 
@@ -55,12 +58,19 @@ def scorer(
     s.close()
 
 
+def score_queued(
+    scorer: Scorer, ids: list[str], before_claim: Callable[[], None] = lambda: None, budget_s=60.0
+) -> tuple[list[str], bool]:
+    with ThreadPoolExecutor(1) as ahead:
+        return overlap.score_queued(scorer, ids, before_claim, budget_s, ahead)
+
+
 def test_score_queued_claims_full_batches_until_the_queue_is_empty(
     scorer: Scorer, sessions: sessionmaker[Session]
 ) -> None:
     ids = add_items(sessions, 10)
     rung: list[int] = []
-    requeued, more = scorer.score_queued([ids[9]], lambda: rung.append(1), budget_s=60)
+    requeued, more = score_queued(scorer, [ids[9]], lambda: rung.append(1))
     assert (requeued, more) == ([], False)
     # 4 + 4 + 2: the short third claim says the queue is empty; each claim answered the bell.
     assert len(rung) == 3
@@ -73,7 +83,7 @@ def test_score_queued_stops_at_its_budget_and_says_more_may_wait(
     scorer: Scorer, sessions: sessionmaker[Session]
 ) -> None:
     ids = add_items(sessions, 6)
-    assert scorer.score_queued([], lambda: None, budget_s=0) == ([], True)
+    assert score_queued(scorer, [], budget_s=0) == ([], True)
     held = rows(sessions, ids)
     assert [held[i].status for i in ids] == [ItemStatus.SCORED] * 4 + [ItemStatus.QUEUED] * 2
 
@@ -102,11 +112,45 @@ def test_items_a_failed_hand_back_left_claimed_are_claimed_again_by_the_same_wor
     try:
         scorer.down = True
         with pytest.raises(ConnectionError):
-            scorer.score_queued([ids[0]], lambda: None, budget_s=60)
+            score_queued(scorer, [ids[0]])
         # No message names ids[1] and ids[2], and the fill claim takes only queued items.
         assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.PROCESSING}
         scorer.down = False
-        assert scorer.score_queued([], lambda: None, budget_s=60) == ([], False)
+        assert score_queued(scorer, []) == ([], False)
     finally:
         scorer.close()
     assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.SCORED}
+
+
+class FirstForwardFails(Scorer):
+    failed = False
+
+    def _forward(self, work):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            # Fail only once the next batch is claimed ahead (else the hand-back could come
+            # first and the claim ahead take these same items again: correct, not this test).
+            deadline = time.monotonic() + 10
+            while len(self.held) < 2 * len(work) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            raise RuntimeError("CUDA out of memory")
+        super()._forward(work)
+
+
+def test_a_failed_batch_still_finishes_the_batch_claimed_ahead_then_stops(
+    settings: Settings, sessions: sessionmaker[Session], runtime, seeded: int
+) -> None:  # type: ignore[no-untyped-def]
+    ids = add_items(sessions, 10)
+    small = Settings(**{**vars(settings), "batch_size": 4})
+    scorer = FirstForwardFails(small, runtime, sessions, BlobStore(settings.blob_dir), "w1")
+    try:
+        requeued, more = score_queued(scorer, [])
+    finally:
+        scorer.close()
+    # Batch 2 was claimed (and decoded) while batch 1 was on the model.
+    assert (sorted(requeued), more) == (sorted(ids[:4]), True)
+    held = rows(sessions, ids)
+    assert [held[i].status for i in ids] == (
+        [ItemStatus.QUEUED] * 4 + [ItemStatus.SCORED] * 4 + [ItemStatus.QUEUED] * 2
+    )
+    assert scorer.held == set()
