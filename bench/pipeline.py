@@ -131,9 +131,8 @@ def bare_forward(
 ) -> float:
     """The model alone on ready uint8 pixels (host → device copy and normalisation included).
 
-    The best of up to 8 windows: on a machine shared with other jobs one starved window (two
-    torch threads wait on their slowest) swung this figure 7x between runs; the best window is
-    the model's speed when it has the cores, which makes e2e/bare conservative, not flattering.
+    The median of up to 8 windows: on a machine shared with other jobs one starved stretch (two
+    torch threads wait on their slowest) swung a single timing 7x between runs.
     """
     from clipmod.runtime import ClipRuntime
 
@@ -146,13 +145,13 @@ def bare_forward(
     )
     runtime.encode_pixels(pixels)  # warm-up
     per_window = max(1, batches // 8)
-    best = 0.0
+    rates = []
     for _ in range(max(1, batches // per_window)):
         started = time.perf_counter()
         for _ in range(per_window):
             runtime.encode_pixels(pixels)
-        best = max(best, batch * per_window / (time.perf_counter() - started))
-    return best
+        rates.append(batch * per_window / (time.perf_counter() - started))
+    return float(np.median(rates))
 
 
 def cpu_seconds(pid: int) -> float:
