@@ -15,11 +15,14 @@ ahead stays in `Scorer.held`, named again by the next call.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from workers.pipeline import Batch, Scorer
+
+log = logging.getLogger(__name__)
 
 
 def score_queued(
@@ -48,8 +51,10 @@ def score_queued(
         try:
             requeue += scorer.finish(batch)
         except BaseException:
-            if ahead is not None:
-                ahead.result()  # its items stay held: the next call claims them again
+            # Let the claim ahead end before the task gives up; its items stay held (the next
+            # call claims them again) and its own failure must not hide this one.
+            if ahead is not None and ahead.exception() is not None:
+                log.warning("the claim ahead failed too: %s", ahead.exception())
             raise
         if ahead is None:
             return requeue, full

@@ -104,22 +104,28 @@ class Outage(Scorer):
         return super()._release(work)
 
 
+@pytest.mark.parametrize("n", [3, 8], ids=["one-batch", "with-a-batch-claimed-ahead"])
 def test_items_a_failed_hand_back_left_claimed_are_claimed_again_by_the_same_worker(
-    settings: Settings, sessions: sessionmaker[Session], runtime, seeded: int
+    settings: Settings, sessions: sessionmaker[Session], runtime, seeded: int, n: int
 ) -> None:  # type: ignore[no-untyped-def]
-    ids = add_items(sessions, 3)
-    scorer = Outage(settings, runtime, sessions, BlobStore(settings.blob_dir), worker_id="w1")
+    ids = add_items(sessions, n)
+    small = Settings(**{**vars(settings), "batch_size": 4})
+    scorer = Outage(small, runtime, sessions, BlobStore(settings.blob_dir), worker_id="w1")
     try:
         scorer.down = True
         with pytest.raises(ConnectionError):
             score_queued(scorer, [ids[0]])
-        # No message names ids[1] and ids[2], and the fill claim takes only queued items.
-        assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.PROCESSING}
+        # No message names the others (with 8, the second batch was claimed ahead while the
+        # first failed), and the fill claim takes only queued items.
+        held = rows(sessions, ids)
+        assert {r.status for r in held.values()} == {ItemStatus.PROCESSING}
+        assert scorer.held == set(ids)
         scorer.down = False
         assert score_queued(scorer, []) == ([], False)
     finally:
         scorer.close()
     assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.SCORED}
+    assert scorer.held == set()
 
 
 class FirstForwardFails(Scorer):
