@@ -65,6 +65,15 @@ class _Work:
         return parts
 
 
+@dataclass
+class Batch:
+    """A claimed batch between `Scorer.begin` and `Scorer.finish`."""
+
+    work: list[_Work]
+    timer: StageTimer
+    error: Exception | None = None
+
+
 class PolicyCache:
     """Active versions per tenant and their prompt banks, refreshed when activations change.
 
@@ -142,6 +151,9 @@ class Scorer:
         self.policies = PolicyCache(runtime, settings.policy_refresh_s)
         self.worker_id = worker_id or store.worker_identity()
         self.banks = LiveBanks(runtime.revision, settings.policy_refresh_s, runtime.device)
+        # Claimed, neither written nor handed back yet: after a failed hand-back (the database
+        # went away) no message names them, and the heartbeat keeps renewing their lease.
+        self.held: set[str] = set()
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._limits = images.ImageLimits.from_settings(settings)
         self._processes = (
@@ -162,33 +174,57 @@ class Scorer:
 
     # -- the batch ---------------------------------------------------------------------------
 
-    def score_batch(self, item_ids: list[str]) -> list[str]:
-        """Score what is still pending among `item_ids`; returns the ids it requeued.
+    def score_batch(self, item_ids: list[str], fill: int = 0) -> list[str]:
+        """Score what is still pending among `item_ids`, topped up to `fill` items with the
+        oldest queued ones; returns the ids it requeued. (The worker's task runs the same two
+        halves overlapped, see `workers.overlap`.)
 
         A database outage at the claim (or at the hand-back) raises: the task then rejects the
         messages back to the broker instead of acknowledging work it never did.
         """
+        return self.finish(self.begin(item_ids, fill))
+
+    def begin(self, item_ids: list[str], fill: int = 0) -> Batch:
+        """Claim and prepare a batch: the half that needs no model. A failure to prepare is
+        kept in the batch and handled by `finish`, like one of the model or the write."""
         timer = StageTimer()
         with timer.stage("claim"):
-            work = self._claim(item_ids)
+            work = self._claim(item_ids, fill)
+        self.held.update(w.id for w in work)
+        batch = Batch(work, timer)
+        if work:
+            try:
+                with timer.stage("decode"):
+                    self._prepare(work)
+            except Exception as exc:
+                batch.error = exc
+        return batch
+
+    def finish(self, batch: Batch) -> list[str]:
+        """Forward pass and write; returns the ids it requeued after a failure."""
+        work = batch.work
+        ids = [w.id for w in work]
         if not work:
             return []
         try:
-            with timer.stage("decode"):
-                self._prepare(work)
-            with timer.stage("forward"):
+            if batch.error is not None:
+                raise batch.error
+            with batch.timer.stage("forward"):
                 self._forward(work)
-            with timer.stage("write"):
+            with batch.timer.stage("write"):
                 self._write(work)
         except Exception:
             log.exception("batch of %d failed; returning its items to the queue", len(work))
-            return self._release(work)
-        metrics.observe_batch(work, timer)
+            requeue = self._release(work)  # if this raises too, the ids stay held
+            self.held.difference_update(ids)
+            return requeue
+        self.held.difference_update(ids)
+        metrics.observe_batch(work, batch.timer)
         return []
 
-    def _claim(self, item_ids: list[str]) -> list[_Work]:
+    def _claim(self, item_ids: list[str], fill: int = 0) -> list[_Work]:
         with transaction(self.sessions) as session:
-            claimed = store.claim(session, item_ids, self.worker_id, self.settings.lease_s)
+            claimed = store.claim(session, item_ids, self.worker_id, self.settings.lease_s, fill)
             work = []
             for item in claimed:
                 version_id = self.policies.version_for(

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod import outbox
 from clipmod.db import make_engine, make_sessionmaker, transaction
+from clipmod.errors import ClipmodError
 from clipmod.policy import versions
-from clipmod.queue import SCORE_QUEUE, make_celery, prepare_broker
+from clipmod.queue import SCORE_QUEUE, enqueue_scoring, make_celery, prepare_broker
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
@@ -90,6 +91,12 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
     state.model = runtime.describe()
     state.started = True
     log.info("worker %s ready: %s", scorer.worker_id, runtime.describe())
+    try:
+        # A wake-up for itself: what was queued while no worker ran is claimed now, not at the
+        # reconciler's first pass (which would send one too).
+        enqueue_scoring(app, [], force=True)
+    except ClipmodError:
+        log.warning("could not send the start-up wake-up; the reconciler will")
     # `--quiet` (a `celery` option, so before `worker`): no ASCII-art banner in production logs.
     app.worker_main(
         [

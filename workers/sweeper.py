@@ -9,10 +9,11 @@ Every worker runs one, every `sweep_every_s` seconds. Each pass:
    embedded SQLite broker (a SIGKILLed worker's taken messages), on Redis without AOF (a
    restart empties it), or never sent (the API died between its commit and the send). The
    broker cannot be asked "do you hold item X", so the pass compares counts: queued items
-   minus messages waiting (plus, on Redis, messages a live worker took within the grace
-   period) is the number missing, and that many of the oldest queued items that have waited
-   longer than `stuck_after_s` are sent again. A surplus guess only costs a duplicate message,
-   which the conditional claim turns into a no-op.
+   minus messages waiting is the number missing, and that many of the oldest queued items
+   that have waited longer than `stuck_after_s` are sent again. A surplus guess only costs a
+   duplicate message, which the conditional claim turns into a no-op. On Redis, where a
+   message is a wake-up and a woken worker claims every queued item (`clipmod.queue`), counts
+   say nothing: any queued item older than `stuck_after_s` sends one wake-up.
 
 Several workers may reconcile at once: each takes an item with a conditional UPDATE (status
 and age re-checked), so exactly one of them re-sends it.
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clipmod import outbox
 from clipmod.db import transaction
 from clipmod.models import Item, ItemStatus, utcnow
-from clipmod.queue import broker_backlog, enqueue_scoring
+from clipmod.queue import broker_backlog, doorbell, enqueue_scoring
 from workers import metrics
 from workers.store import MAX_ATTEMPTS
 
@@ -79,21 +80,26 @@ def _expired_leases(session: Session) -> tuple[list[str], int]:
     return list(back), len(dead)
 
 
-def _missing(session: Session, in_broker: int, stuck_after_s: float, limit: int) -> list[str]:
+def _missing(
+    session: Session, in_broker: int | None, stuck_after_s: float, limit: int
+) -> list[str]:
+    """Up to `limit` queued items older than the grace, `in_broker` short of the queued count;
+    with `in_broker` None (wake-up messages) one such item stands for all."""
     queued, oldest = session.execute(
         select(func.count(Item.id), func.min(Item.created_at)).where(
             Item.status == ItemStatus.QUEUED
         )
     ).one()
     metrics.QUEUE_DEPTH.set(queued)
-    metrics.BROKER_MESSAGES.set(in_broker)
+    if in_broker is not None:
+        metrics.BROKER_MESSAGES.set(in_broker)
     if oldest is not None:
         # SQLite hands back naive datetimes; every stamp we write is UTC.
         age = utcnow().replace(tzinfo=None) - oldest.replace(tzinfo=None)
         metrics.OLDEST_QUEUED.set(max(age.total_seconds(), 0.0))
     else:
         metrics.OLDEST_QUEUED.set(0)
-    deficit = min(queued - in_broker, limit)
+    deficit = min(queued - in_broker, limit) if in_broker is not None else min(queued, 1)
     if deficit <= 0:
         return []
     cutoff = utcnow() - timedelta(seconds=stuck_after_s)
@@ -123,20 +129,28 @@ def reconcile(
         done.expired, done.failed = _expired_leases(session)
     if done.expired:
         log.warning("re-queueing %d items whose worker's lease expired", len(done.expired))
-        enqueue_scoring(app, done.expired)
+        enqueue_scoring(app, done.expired, force=True)
         metrics.REQUEUED.labels("lease_expired").inc(len(done.expired))
     if done.failed:
         metrics.FAILED.labels("scoring_error").inc(done.failed)
     in_broker = broker_backlog(app, recent_s=stuck_after_s)
-    with transaction(sessions) as session:
-        done.missing = _missing(session, in_broker, stuck_after_s, limit)
+    if doorbell(app) is not None:
+        metrics.BROKER_MESSAGES.set(in_broker)
+        with transaction(sessions) as session:
+            done.missing = _missing(session, None, stuck_after_s, limit)
+        if done.missing:
+            log.warning("queued items waited over %.0f s; waking a worker", stuck_after_s)
+    else:
+        with transaction(sessions) as session:
+            done.missing = _missing(session, in_broker, stuck_after_s, limit)
+        if done.missing:
+            log.warning(
+                "re-queueing %d queued items the broker holds no message for (%d waiting there)",
+                len(done.missing),
+                in_broker,
+            )
     if done.missing:
-        log.warning(
-            "re-queueing %d queued items the broker holds no message for (%d waiting there)",
-            len(done.missing),
-            in_broker,
-        )
-        enqueue_scoring(app, done.missing)
+        enqueue_scoring(app, done.missing, force=True)
         metrics.REQUEUED.labels("missing").inc(len(done.missing))
     return done
 

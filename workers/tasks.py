@@ -1,4 +1,8 @@
-"""The Celery task: a thin wrapper that turns broker messages into `Scorer.score_batch` calls.
+"""The Celery task: a thin wrapper that turns broker messages into `overlap.score_queued` calls.
+
+A message wakes the worker; the worker then claims from the database, the items the messages
+name first and then the oldest queued ones, a full batch at a time, until the queue is empty
+or the call's budget is spent (see `clipmod.queue` for why a message is a wake-up).
 
 Its return value is the acknowledgement decision (see `workers.batching`): True when every
 item was finished or handed back to the queue; False when the batch could not even be claimed
@@ -10,16 +14,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
 
-from clipmod.queue import SCORE_TASK, enqueue_scoring
+from clipmod.queue import SCORE_TASK, answer_bell, enqueue_scoring
 from clipmod.settings import Settings
 from workers.batching import GatheringBatches
+from workers.overlap import score_queued
 from workers.pipeline import Scorer
 
 log = logging.getLogger(__name__)
+
+# Seconds one task call keeps claiming: long enough that a wake-up message per this many
+# seconds costs nothing, short enough for a prompt ack and a warm shutdown under a backlog.
+SCORE_BUDGET_S = 2.0
 
 
 class Backoff:
@@ -41,6 +51,7 @@ class Backoff:
 
 def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) -> None:
     backoff = Backoff()
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="claim-ahead")
 
     @app.task(
         name=SCORE_TASK,
@@ -53,10 +64,14 @@ def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) 
         # A duplicate delivery (a client retry re-queues its item) is one item, not two.
         ids = list(dict.fromkeys(r.args[0] for r in requests if r.args))
         try:
-            requeue = get_scorer().score_batch(ids)
+            requeue, more = score_queued(
+                get_scorer(), ids, lambda: answer_bell(app), SCORE_BUDGET_S, ahead
+            )
             if requeue:
                 log.warning("requeueing %d items", len(requeue))
-                enqueue_scoring(app, requeue)
+                enqueue_scoring(app, requeue, force=True)
+            elif more:
+                enqueue_scoring(app, [], force=True)  # the budget ran out: wake a worker again
         except Exception:
             log.exception("batch of %d not finished; its messages go back to the broker", len(ids))
             backoff.wait()

@@ -1,0 +1,90 @@
+"""On Redis a message wakes a worker, and the worker claims from PostgreSQL (`clipmod.queue`).
+
+Against the real servers from `.ci/services`: the doorbell sends one message until a worker
+answers it, concurrent claims skip each other's locked rows instead of waiting on them, and the
+reconciler wakes a worker once for any number of stuck items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from clipmod.db import make_engine, make_sessionmaker, transaction
+from clipmod.queue import (
+    SCORE_QUEUE,
+    answer_bell,
+    doorbell,
+    enqueue_scoring,
+    make_celery,
+    prepare_broker,
+)
+from clipmod.settings import Settings
+from tests.unit.test_leases import add_items, age
+from workers import store, sweeper
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+@pytest.fixture
+def broker(production_settings: Settings) -> Celery:
+    app = make_celery(production_settings)
+    prepare_broker(app)
+    return app
+
+
+@pytest.fixture
+def sessions(production_settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(production_settings.database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def messages(app: Celery) -> int:
+    """Messages waiting in the scoring queue (a Redis list; no key at all when empty)."""
+    client = doorbell(app)
+    assert client is not None
+    return int(client.llen(SCORE_QUEUE))
+
+
+def test_the_doorbell_sends_one_message_until_a_worker_answers_it(broker: Celery) -> None:
+    enqueue_scoring(broker, ["a"])
+    enqueue_scoring(broker, ["b"])
+    enqueue_scoring(broker, ["c"])
+    assert messages(broker) == 1
+    answer_bell(broker)  # a worker, right before its claim
+    enqueue_scoring(broker, ["d"])
+    enqueue_scoring(broker, ["e"])
+    assert messages(broker) == 2
+    enqueue_scoring(broker, ["f"], force=True)  # the reconciler and hand-backs always send
+    assert messages(broker) == 3
+
+
+def test_concurrent_claims_skip_locked_rows_instead_of_waiting(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = add_items(sessions, 6)
+    with transaction(sessions) as first:
+        mine = store.claim(first, [], "a", 30, fill=3)
+        # `first` still holds its row locks. Without SKIP LOCKED the second claim would wait on
+        # them (here: fail at the timeout) and then find those rows taken.
+        with transaction(sessions) as second:
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            theirs = store.claim(second, [], "b", 30, fill=3)
+    assert [c.id for c in mine] == ids[:3]
+    assert [c.id for c in theirs] == ids[3:]
+
+
+def test_the_reconciler_wakes_a_worker_once_for_any_number_of_stuck_items(
+    sessions: sessionmaker[Session], broker: Celery
+) -> None:
+    ids = add_items(sessions, 5)
+    assert sweeper.reconcile(sessions, broker, stuck_after_s=60).missing == []  # too young
+    assert messages(broker) == 0
+    age(sessions, ids, 120)
+    done = sweeper.reconcile(sessions, broker, stuck_after_s=60)
+    assert len(done.missing) == 1 and messages(broker) == 1
