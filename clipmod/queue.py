@@ -25,8 +25,6 @@ from functools import lru_cache
 import redis
 from celery import Celery
 from kombu.utils.uuid import uuid
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
 from clipmod.errors import ClipmodError
 from clipmod.settings import Settings
@@ -142,7 +140,8 @@ def answer_bell(app: Celery) -> None:
 
 
 def enqueue_scoring(app: Celery, item_ids: list[str], *, force: bool = False) -> None:
-    """Wake a worker for these items; the rows must be committed (see `enqueue_after_commit`).
+    """Wake a worker for these items; the rows must be committed: a worker that
+    hears of an uncommitted row finds nothing.
 
     On Redis one message is sent only when the bell was not already ringing (or with `force`,
     which the reconciler and hand-backs use): a worker deletes the bell before each claim, and
@@ -188,38 +187,6 @@ def _send(app: Celery, item_ids: Iterable[str | None]) -> None:
                 uuid(), SCORE_TASK, args=args, argsrepr=repr(args), kwargsrepr="{}"
             )
             app.amqp.send_task_message(producer, SCORE_TASK, message, declare=[], **route)
-
-
-_PENDING = "clipmod.enqueue_after_commit"
-
-
-def enqueue_after_commit(session: Session, app: Celery, item_ids: Iterable[str]) -> None:
-    """Queue scoring for when, and only if, this session's transaction commits.
-
-    A worker that receives an id before the row is committed finds nothing and drops it; a
-    message for a rolled-back row points nowhere. Tying the send to the session's own
-    `after_commit` (Warehouse's `addAfterCommitHook`, Indico's `after_commit` signal) makes the
-    order a mechanism instead of a comment. A send that fails surfaces from `commit()` as
-    `queue_unavailable`, after the rows are safely stored.
-    """
-    pending: list[str] | None = session.info.get(_PENDING)
-    if pending is None:
-        pending = session.info[_PENDING] = []
-        event.listen(session, "after_commit", _send_pending)
-        event.listen(session, "after_soft_rollback", _drop_pending)
-    pending.extend(item_ids)
-    session.info[_PENDING + ".app"] = app
-
-
-def _send_pending(session: Session) -> None:
-    ids: list[str] = session.info.get(_PENDING) or []
-    if ids:
-        session.info[_PENDING] = []
-        enqueue_scoring(session.info[_PENDING + ".app"], ids)
-
-
-def _drop_pending(session: Session, _previous: object) -> None:
-    session.info[_PENDING] = []
 
 
 def send_deliveries(app: Celery, claimed: list[tuple[str, str]]) -> None:
