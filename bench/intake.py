@@ -39,6 +39,7 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import create_engine, text
 
+from bench.procstat import cpu_seconds
 from clipmod import keys, migrate
 from clipmod import settings as settings_mod
 from clipmod.db import make_engine, make_sessionmaker, transaction
@@ -143,15 +144,6 @@ def hammer(port: int, path: str, key: str, image: bytes, seconds: float, threads
     if failed:
         raise SystemExit(f"bench client refused: {failed[0]}")
     return sum(done)
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU seconds (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ratio(

@@ -48,6 +48,7 @@ from PIL import Image
 from sqlalchemy import create_engine, func, select, text
 from tqdm import tqdm
 
+from bench.procstat import cpu_seconds
 from clipmod import keys, migrate
 from clipmod import settings as settings_mod
 from clipmod.db import make_engine, make_sessionmaker, transaction
@@ -154,15 +155,6 @@ def bare_forward(
             runtime.encode_pixels(pixels)
         rates.append(batch * per_window / (time.perf_counter() - started))
     return float(np.median(rates))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process, all its threads (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

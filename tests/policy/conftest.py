@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.policies import RUNTIME_KEY
 from clipmod import embeddings, keys
 from clipmod.db import transaction
 from clipmod.models import Item, ItemEmbedding
@@ -90,3 +92,25 @@ def store(sessions: sessionmaker[Session], runtime: Any) -> StoreFn:
             return row.id
 
     return add
+
+
+@pytest.fixture
+def admin(sessions: sessionmaker[Session]) -> dict[str, str]:
+    with transaction(sessions) as session:
+        key = keys.create_key(session, "ops", admin=True)
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def platform(sessions: sessionmaker[Session]) -> dict[str, str]:
+    """A platform (non-admin) key of tenant acme."""
+    with transaction(sessions) as session:
+        key = keys.create_key(session, "acme")
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def loaded(app: Flask, runtime: Any) -> Flask:
+    """The session's model handed to the app, as its first lint/backtest would load it."""
+    app.extensions[RUNTIME_KEY] = runtime
+    return app

@@ -17,28 +17,6 @@ from clipmod.models import ActivationMode
 from clipmod.policy import versions
 from tests.policy.conftest import StoreFn, policy_text, unit_rows
 
-
-@pytest.fixture
-def admin(sessions: sessionmaker[Session]) -> dict[str, str]:
-    with transaction(sessions) as session:
-        key = keys.create_key(session, "ops", admin=True)
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def platform(sessions: sessionmaker[Session]) -> dict[str, str]:
-    with transaction(sessions) as session:
-        key = keys.create_key(session, "acme")
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def loaded(app: Flask, runtime: Any) -> Flask:
-    """The session's model handed to the app, as its first lint/backtest would load it."""
-    app.extensions[RUNTIME_KEY] = runtime
-    return app
-
-
 ENDPOINTS = [
     ("get", "/v1/policies"),
     ("post", "/v1/policies"),

@@ -12,26 +12,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.policies import RUNTIME_KEY
-from clipmod import keys
 from clipmod.db import transaction
 from clipmod.policy import versions
 from tests.policy.conftest import StoreFn, policy_text, unit_rows
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-
-
-@pytest.fixture
-def admin(sessions: sessionmaker[Session]) -> dict[str, str]:
-    with transaction(sessions) as session:
-        key = keys.create_key(session, "ops", admin=True)
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def loaded(app: Flask, runtime: Any) -> Flask:
-    app.extensions[RUNTIME_KEY] = runtime
-    return app
 
 
 @pytest.mark.parametrize(

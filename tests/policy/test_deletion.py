@@ -11,13 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.policies import RUNTIME_KEY
-from clipmod import keys, retention
+from clipmod import retention
 from clipmod.db import transaction
 from clipmod.policy import backtest, parse_policy, versions
 from clipmod.policy.traffic import load_embeddings
@@ -29,26 +27,6 @@ from tests.policy.conftest import StoreFn, policy_text, unit_rows
 KNIFE = "a photo of a knife"
 
 
-@pytest.fixture
-def admin(sessions: sessionmaker[Session]) -> dict[str, str]:
-    with transaction(sessions) as session:
-        key = keys.create_key(session, "ops", admin=True)
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def acme(sessions: sessionmaker[Session]) -> dict[str, str]:
-    with transaction(sessions) as session:
-        key = keys.create_key(session, "acme")
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def loaded(app: Flask, runtime: Any) -> Flask:
-    app.extensions[RUNTIME_KEY] = runtime
-    return app
-
-
 def _ids(reply: Any) -> list[str]:
     assert reply.status_code == 200, reply.json
     return [r["id"] for r in reply.json["results"]]
@@ -58,7 +36,7 @@ def test_an_item_deleted_through_the_api_leaves_search_and_backtests(
     loaded: Flask,
     client: FlaskClient,
     admin: dict[str, str],
-    acme: dict[str, str],
+    platform: dict[str, str],
     store: StoreFn,
     runtime: Any,
     settings: Settings,
@@ -78,7 +56,7 @@ def test_an_item_deleted_through_the_api_leaves_search_and_backtests(
     assert _ids(client.get(f"/v1/search?like={twin}&limit=1", headers=admin)) == [target]
     assert client.post("/v1/policies/backtest", json=draft, headers=admin).json["items"] == 12
 
-    assert client.delete(f"/v1/items/{target}", headers=acme).status_code == 204
+    assert client.delete(f"/v1/items/{target}", headers=platform).status_code == 204
 
     after = client.get(f"/v1/search?text={KNIFE}&limit=20", headers=admin)
     assert target not in _ids(after) and _ids(after)[0] == twin
