@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger("workers.batch")
 
-STAGES = ("claim", "decode", "forward", "write")
+STAGES = ("claim", "decode", "forward", "decide", "write")
 
 BATCH_SIZE = Histogram(
     "clipmod_batch_size",
@@ -27,7 +27,7 @@ BATCH_SIZE = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "clipmod_batch_stage_seconds",
-    "Seconds a batch spends in each stage: claim, decode, forward, write.",
+    "Seconds a batch spends in each stage: claim, decode, forward, decide, write.",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

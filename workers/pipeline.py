@@ -11,7 +11,6 @@ forward pass, then one transaction writing every verdict and embedding.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,13 +23,14 @@ from clipmod import embeddings, images, pixels
 from clipmod.banks.live import LiveBanks
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
-from clipmod.models import ActivationMode, PolicyVersion, utcnow
-from clipmod.policy import scoring, versions
+from clipmod.models import ActivationMode, utcnow
+from clipmod.policy import scoring
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from workers import decoding, ingest, metrics, store
 from workers.metrics import StageTimer
+from workers.policies import PolicyCache
 
 log = logging.getLogger(__name__)
 
@@ -72,67 +72,7 @@ class Batch:
     work: list[_Work]
     timer: StageTimer
     error: Exception | None = None
-
-
-class PolicyCache:
-    """Active versions per tenant and their prompt banks, refreshed when activations change.
-
-    The database is asked for a cheap activation stamp at most every `refresh_s`; only when it
-    moved are tenants re-resolved. Banks are keyed by version id, so prompt embeddings are
-    computed once per version per worker, and an item is always scored under one version.
-    """
-
-    def __init__(self, runtime: ClipRuntime, refresh_s: float):
-        self.runtime = runtime
-        self.refresh_s = refresh_s
-        self._banks: dict[int, scoring.PromptBank] = {}
-        self._resolved: dict[tuple[int, ActivationMode], int | None] = {}
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-        self.refreshed_at: float | None = None  # monotonic time of the last successful check
-
-    def refresh(self, session: Session) -> None:
-        """Check activations now if due; the worker's heartbeat calls this while idle too."""
-        self._maybe_refresh(session)
-
-    def _maybe_refresh(self, session: Session) -> None:
-        now = time.monotonic()
-        if now - self._checked < self.refresh_s:
-            return
-        self._checked = now
-        stamp = versions.activation_stamp(session)
-        self.refreshed_at = now
-        if stamp != self._stamp:
-            if self._stamp is not None:
-                log.info("policy activations changed; re-resolving")
-            self._stamp = stamp
-            self._resolved.clear()
-
-    def version_for(self, session: Session, tenant_id: int, mode: ActivationMode) -> int | None:
-        self._maybe_refresh(session)
-        key = (tenant_id, mode)
-        if key in self._resolved:
-            return self._resolved[key]
-        # Returned from the local: the heartbeat thread may clear the cache meanwhile.
-        row = versions.resolve(session, tenant_id, mode)
-        self._resolved[key] = version_id = row.id if row else None
-        return version_id
-
-    def bank(self, session: Session, version_id: int) -> scoring.PromptBank:
-        if version_id not in self._banks:
-            row = session.get(PolicyVersion, version_id)
-            assert row is not None
-            policy = versions.load(row)
-            started = time.perf_counter()
-            self._banks[version_id] = scoring.build_bank(
-                policy, self.runtime.encode_texts, self.runtime.logit_scale
-            )
-            log.info(
-                "prompt embeddings for %s ready in %.0f ms",
-                row.label,
-                (time.perf_counter() - started) * 1000,
-            )
-        return self._banks[version_id]
+    rows: tuple[list[store.Scored], list[store.Failed]] | None = None
 
 
 class Scorer:
@@ -201,20 +141,45 @@ class Scorer:
         return batch
 
     def finish(self, batch: Batch) -> list[str]:
-        """Forward pass and write; returns the ids it requeued after a failure."""
+        """Forward pass, verdicts and write, one after the other; returns the ids it requeued
+        after a failure. (The task writes behind instead: `compute` now, `settle` later.)"""
+        self.compute(batch)
+        return self.settle(batch)
+
+    def compute(self, batch: Batch) -> None:
+        """The model's half: forward pass and verdicts, into `batch.rows`. A failure is kept
+        in the batch for `settle`, so the items are handed back by whoever writes."""
+        if not batch.work or batch.error is not None:
+            return
+        try:
+            with batch.timer.stage("forward"):
+                self._forward(batch.work)
+            with batch.timer.stage("decide"):
+                batch.rows = self._decide(batch.work)
+        except Exception as exc:
+            batch.error = exc
+
+    def settle(self, batch: Batch) -> list[str]:
+        """The database's half: write the rows `compute` made, or hand the items back after a
+        failure of any stage; returns the ids it requeued. Raises only when the hand-back
+        itself fails (the database is down): then the ids stay held."""
         work = batch.work
         ids = [w.id for w in work]
         if not work:
             return []
-        try:
-            if batch.error is not None:
-                raise batch.error
-            with batch.timer.stage("forward"):
-                self._forward(work)
-            with batch.timer.stage("write"):
-                self._write(work)
-        except Exception:
-            log.exception("batch of %d failed; returning its items to the queue", len(work))
+        if batch.error is None:
+            assert batch.rows is not None, "settle() before compute()"
+            try:
+                with batch.timer.stage("write"):
+                    self._store(*batch.rows)
+            except Exception as exc:
+                batch.error = exc
+        if batch.error is not None:
+            log.error(
+                "batch of %d failed; returning its items to the queue",
+                len(work),
+                exc_info=batch.error,
+            )
             requeue = self._release(work)  # if this raises too, the ids stay held
             self.held.difference_update(ids)
             return requeue
@@ -341,14 +306,31 @@ class Scorer:
             out.update(zip([w.id for w in group], outcomes, strict=True))
         return out
 
-    def _write(self, work: list[_Work]) -> None:
+    def _decide(self, work: list[_Work]) -> tuple[list[store.Scored], list[store.Failed]]:
+        """The batch's rows, outside the write's transaction: the banks are cached, so the
+        session rarely queries (a policy or bank refresh) and the write stays short."""
+        with self.sessions() as session:
+            return self._decide_in(session, work)
+
+    def _decide_in(
+        self, session: Session, work: list[_Work]
+    ) -> tuple[list[store.Scored], list[store.Failed]]:
+        ok = [w for w in work if w.error is None]
+        outcomes = self._outcomes(session, ok, lambda w: w.version_id)
+        shadows = self._outcomes(session, ok, lambda w: w.shadow_version_id)
+        failed = [store.Failed(w.id, w.error.code, w.error.message) for w in work if w.error]
+        scored = [self._rows(w, outcomes[w.id], shadows.get(w.id)) for w in ok]
+        return scored, failed
+
+    def _store(self, scored: list[store.Scored], failed: list[store.Failed]) -> None:
+        """One transaction; idempotent (see `store.write`), so a retried batch is harmless."""
         with transaction(self.sessions) as session:
-            ok = [w for w in work if w.error is None]
-            outcomes = self._outcomes(session, ok, lambda w: w.version_id)
-            shadows = self._outcomes(session, ok, lambda w: w.shadow_version_id)
-            failed = [store.Failed(w.id, w.error.code, w.error.message) for w in work if w.error]
-            scored = [self._rows(w, outcomes[w.id], shadows.get(w.id)) for w in ok]
             store.write(session, scored, failed)
+
+    def _write(self, work: list[_Work]) -> None:
+        """Decide and write in one transaction (tests drive the stages one by one)."""
+        with transaction(self.sessions) as session:
+            store.write(session, *self._decide_in(session, work))
 
     def _rows(
         self, w: _Work, outcome: scoring.Outcome, shadow: scoring.Outcome | None

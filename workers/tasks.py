@@ -5,8 +5,9 @@ name first and then the oldest queued ones, a full batch at a time, until the qu
 or the call's budget is spent (see `clipmod.queue` for why a message is a wake-up).
 
 Its return value is the acknowledgement decision (see `workers.batching`): True when every
-item was finished or handed back to the queue; False when the batch could not even be claimed
-(typically the database is down), after a short backoff so a redelivery loop stays slow.
+item was finished or handed back to the queue (the call returns only after its last write has
+ended); False when a batch could not even be claimed or handed back (typically the database is
+down), after a short backoff so a redelivery loop stays slow.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Backoff:
 def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) -> None:
     backoff = Backoff()
     ahead = ThreadPoolExecutor(1, thread_name_prefix="claim-ahead")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="write-behind")
 
     @app.task(
         name=SCORE_TASK,
@@ -65,7 +67,7 @@ def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) 
         ids = list(dict.fromkeys(r.args[0] for r in requests if r.args))
         try:
             requeue, more = score_queued(
-                get_scorer(), ids, lambda: answer_bell(app), SCORE_BUDGET_S, ahead
+                get_scorer(), ids, lambda: answer_bell(app), SCORE_BUDGET_S, ahead, writer
             )
             if requeue:
                 log.warning("requeueing %d items", len(requeue))
