@@ -11,11 +11,11 @@ For each model (the bundled demo CLIP, and a full-size ViT-B/32 from transformer
 
 Every upload is accepted before the worker starts, so intake never competes with the worker for
 the cores inside the measured window: the figure is the worker's own throughput on a backlog.
-After the run the worker's `/metrics` give the split per item (claim, decode, forward, write; the
-rest is time outside the batch stages: the broker and the task call), and the decode ceiling is
-printed: decoding costs `decode_ms` of one core per image and bare forward uses every core, so
-on `cores` cores e2e/bare cannot exceed cores / (decode_ms/1000 · bare + cores) even with free
-queueing and writes.
+After the run the worker's `/metrics` give the split per item (claim, decode, forward, decide,
+write; the rest is time outside the batch stages: the broker and the task call), and the decode
+ceiling is printed: decoding costs `decode_ms` of one core per image and bare forward uses every
+core, so on `cores` cores e2e/bare cannot exceed cores / (decode_ms/1000 · bare + cores) even with
+free queueing and writes.
 
 The ratio pipeline (e2e) / bare forward is the figure of merit: it says how much the service
 loses to queueing, decoding, preprocessing, scoring and database writes. Goal: ≥ 0.85 on
