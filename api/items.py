@@ -106,7 +106,7 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
             # refuses never leaves an orphan blob; the commit follows the write, so a committed
             # row never points at a missing blob.
             if upload.image is not None:
-                svc.blobs.put(upload.image)
+                svc.blobs.put(upload.image, upload.image_sha256)
     except IntegrityError:
         # The external_id is taken: a retry of the same request (a replay), a concurrent
         # request that won the insert, or new content under an old id (a conflict).
@@ -116,7 +116,9 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
                 raise
             return _replay(found, upload)
     if upload.image is not None:
-        svc.blobs.put(upload.image)  # a concurrent delete may have taken it: see BlobStore
+        # Again: a concurrent delete may have taken it (see BlobStore). Both puts reuse the
+        # digest the row was inserted with: the bytes are hashed once per upload, not three times.
+        svc.blobs.put(upload.image, upload.image_sha256)
     # Only now, with the row committed (leaving the block above committed it): a worker that
     # hears of an uncommitted row finds nothing. A failed send is `queue_unavailable` (503)
     # for a stored item, which a retry with the same external_id queues again.

@@ -14,7 +14,12 @@ The database and broker are PostgreSQL and Redis when `CLIPMOD_TEST_PG_URL` and
 `CLIPMOD_TEST_REDIS_URL` are set (`make bench` starts them with `.ci/services`), else the
 embedded default. Run: `make bench` or
 `python -m bench.intake [--rounds N] [--threads N] [--latency-n 0]` (0: the ratio only). The
-server runs `BENCH_SERVER_THREADS` request threads (8 by default, as `clipmod serve`).
+server runs `BENCH_SERVER_THREADS` request threads (8 by default, as `clipmod serve`). A comma
+list (`BENCH_SERVER_THREADS=1,2,4,8`) starts one server per count on the same database and
+interleaves the rounds across them (the order reversed every other round), so thread counts are
+compared under the same machine state: on a shared machine, separate runs differ by more than
+the thread counts do. Compare intake/s and CPU per upload across counts, not the ratio: fewer
+threads also slow the bare endpoint.
 """
 
 from __future__ import annotations
@@ -90,16 +95,22 @@ def serve(port: int) -> None:
         return jsonify({"id": uuid.uuid4().hex, "status": "queued"}), 202
 
     both = DispatcherMiddleware(app, {"/bare": bare})
-    threads = int(os.environ.get("BENCH_SERVER_THREADS", "8"))
+    threads = int(os.environ["BENCH_SERVER_THREADS"])
     server = create(both, settings, "127.0.0.1", port, threads=threads)  # type: ignore[arg-type]
     print("ready", flush=True)
     server.run()
 
 
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def server_threads() -> list[int]:
+    return [int(t) for t in os.environ.get("BENCH_SERVER_THREADS", "8").split(",")]
+
+
+def start_server(
+    env: dict[str, str], port: int, log: Path, threads: int = 8
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.intake", "--serve", str(port)],
-        env=env,
+        env={**env, "BENCH_SERVER_THREADS": str(threads)},
         stdout=subprocess.PIPE,
         stderr=log.open("wb"),
     )
@@ -147,31 +158,52 @@ def hammer(port: int, path: str, key: str, image: bytes, seconds: float, threads
 
 
 def ratio(
-    port: int, key: str, rounds: int, seconds: float, threads: int, server_pid: int
-) -> dict[str, float]:
-    """Accepted/s of each kind, and the server's and this client's CPU ms per request.
+    servers: list[tuple[int, int]], key: str, rounds: int, seconds: float, threads: int
+) -> list[dict[str, float]]:
+    """Per server (port, pid): accepted/s of each kind, and its and this client's CPU ms per
+    request.
 
     The CPU figures say which side bound a run: a bare endpoint whose client spends as much
     CPU per request as the server would make the ratio a statement about the client.
     """
     image = jpeg()
-    hammer(port, "/v1/items", key, image, 1.0, threads)  # warm-up: pools, caches, JIT-less paths
-    hammer(port, "/bare/v1/items", key, image, 1.0, threads)
-    counts = {"intake": 0, "bare": 0}
-    server_cpu = {"intake": 0.0, "bare": 0.0}
-    client_cpu = {"intake": 0.0, "bare": 0.0}
-    for _ in range(rounds):
-        for kind, path in (("intake", "/v1/items"), ("bare", "/bare/v1/items")):
-            server0, client0 = cpu_seconds(server_pid), time.process_time()
-            counts[kind] += hammer(port, path, key, image, seconds, threads)
-            server_cpu[kind] += cpu_seconds(server_pid) - server0
-            client_cpu[kind] += time.process_time() - client0
+    for port, _ in servers:  # warm-up: pools, caches, JIT-less paths
+        hammer(port, "/v1/items", key, image, 1.0, threads)
+        hammer(port, "/bare/v1/items", key, image, 1.0, threads)
+    counts = [{"intake": 0, "bare": 0} for _ in servers]
+    server_cpu = [{"intake": 0.0, "bare": 0.0} for _ in servers]
+    client_cpu = [{"intake": 0.0, "bare": 0.0} for _ in servers]
+    for r in range(rounds):
+        order = list(enumerate(servers))
+        for i, (port, pid) in order if r % 2 == 0 else order[::-1]:
+            for kind, path in (("intake", "/v1/items"), ("bare", "/bare/v1/items")):
+                server0, client0 = cpu_seconds(pid), time.process_time()
+                counts[i][kind] += hammer(port, path, key, image, seconds, threads)
+                server_cpu[i][kind] += cpu_seconds(pid) - server0
+                client_cpu[i][kind] += time.process_time() - client0
     total = rounds * seconds
-    out = {k: v / total for k, v in counts.items()}
-    for kind, n in counts.items():
-        out[f"{kind}_server_ms"] = 1000 * server_cpu[kind] / max(n, 1)
-        out[f"{kind}_client_ms"] = 1000 * client_cpu[kind] / max(n, 1)
-    return out
+    results = []
+    for i in range(len(servers)):
+        out = {k: v / total for k, v in counts[i].items()}
+        for kind, n in counts[i].items():
+            out[f"{kind}_server_ms"] = 1000 * server_cpu[i][kind] / max(n, 1)
+            out[f"{kind}_client_ms"] = 1000 * client_cpu[i][kind] / max(n, 1)
+        results.append(out)
+    return results
+
+
+def report(stack: str, client_threads: int, server_threads: int, rates: dict[str, float]) -> None:
+    print(
+        f"\nintake benchmark on {stack}; {platform.machine()}, {os.cpu_count()} cores, "
+        f"{client_threads} client threads, waitress {server_threads} threads\n"
+        f"  intake (multipart 224x224 JPEG): {rates['intake']:.0f} accepted/s\n"
+        f"  bare Flask endpoint, same server: {rates['bare']:.0f} req/s\n"
+        f"  CPU ms per request, server/client: intake {rates['intake_server_ms']:.2f}/"
+        f"{rates['intake_client_ms']:.2f}, bare {rates['bare_server_ms']:.2f}/"
+        f"{rates['bare_client_ms']:.2f}; load average {os.getloadavg()[0]:.1f}\n"
+        f"  intake/bare: {rates['intake'] / rates['bare']:.3f}   (target >= 0.3)",
+        flush=True,
+    )
 
 
 def latency(port: int, key: str, n: int) -> list[float]:
@@ -241,7 +273,8 @@ def main() -> None:
     from cli.supervise import WorkerProcess, free_port, settings_env
 
     data_dir = Path(tempfile.mkdtemp(prefix="clipmod-bench-intake-"))
-    server = worker = None
+    servers: list[subprocess.Popen[bytes]] = []
+    worker = None
     try:
         overrides, stack = make_database(data_dir)
         settings = settings_mod.load(overrides)
@@ -251,29 +284,31 @@ def main() -> None:
             key = keys.create_key(session, "bench")
         engine.dispose()
         env = settings_env(settings)
-        port = free_port()
-        server = start_server(env, port, data_dir / "server.log")
-        rates = ratio(port, key, args.rounds, args.seconds, args.threads, server.pid)
-        threads = os.environ.get("BENCH_SERVER_THREADS", "8")
-        print(
-            f"\nintake benchmark on {stack}; {platform.machine()}, {os.cpu_count()} cores, "
-            f"{args.threads} client threads, waitress {threads} threads\n"
-            f"  intake (multipart 224x224 JPEG): {rates['intake']:.0f} accepted/s\n"
-            f"  bare Flask endpoint, same server: {rates['bare']:.0f} req/s\n"
-            f"  CPU ms per request, server/client: intake {rates['intake_server_ms']:.2f}/"
-            f"{rates['intake_client_ms']:.2f}, bare {rates['bare_server_ms']:.2f}/"
-            f"{rates['bare_client_ms']:.2f}; load average {os.getloadavg()[0]:.1f}\n"
-            f"  intake/bare: {rates['intake'] / rates['bare']:.3f}   (target >= 0.3)",
-            flush=True,
+        counts, ports = server_threads(), []
+        for n in counts:
+            ports.append(free_port())
+            servers.append(start_server(env, ports[-1], data_dir / f"server-{n}.log", n))
+        all_rates = ratio(
+            [(port, s.pid) for port, s in zip(ports, servers, strict=True)],
+            key,
+            args.rounds,
+            args.seconds,
+            args.threads,
         )
-        result = {
+        for n, rates in zip(counts, all_rates, strict=True):
+            report(stack, args.threads, n, rates)
+        rates, port = all_rates[0], ports[0]  # the headline and the latency: the first count
+        result: dict[str, Any] = {
             "intake_per_s": rates["intake"],
             "bare_per_s": rates["bare"],
             "ratio": rates["intake"] / rates["bare"],
             **{k: v for k, v in rates.items() if k.endswith("_ms")},
             "load_average": os.getloadavg()[0],
             "stack": stack,
+            "server_threads": counts[0],
         }
+        if len(counts) > 1:
+            result["by_server_threads"] = dict(zip(counts, all_rates, strict=True))
         if args.latency_n > 0:  # --latency-n 0: the ratio only, no worker
             worker = WorkerProcess.start(env, log=data_dir / "worker.log")
             worker.wait_ready(300, settle=1.0)
@@ -288,7 +323,7 @@ def main() -> None:
     finally:
         if worker is not None:
             worker.stop()
-        if server is not None:
+        for server in servers:
             server.terminate()
             server.wait(timeout=10)
         shutil.rmtree(data_dir, ignore_errors=True)

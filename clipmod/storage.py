@@ -23,8 +23,15 @@ class BlobStore:
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:4] / digest
 
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store `data`; `digest` is its sha256 when the caller already computed it.
+
+        Intake hashes an upload once, before its row is inserted (the row names the blob),
+        and puts it twice (see `remove_unless`): hashing it a second and third time here was
+        pure waste on the hot path. A wrong `digest` would file bytes under another name, so
+        only pass one computed from these very bytes.
+        """
+        digest = digest or hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if target.exists():
             return digest
