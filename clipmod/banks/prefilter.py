@@ -229,7 +229,7 @@ def _exact_kernel(dim: int) -> bool:
             rows = extremes(ROW_CODE, n)[:n]
             got = torch._int_mm(torch.from_numpy(entries), torch.from_numpy(rows).T).numpy()
             ok &= bool(np.array_equal(got, entries.astype(np.int64) @ rows.T.astype(np.int64)))
-    except (ImportError, RuntimeError) as exc:  # no torch, or no int8 product on this build
+    except (ImportError, AttributeError, RuntimeError) as exc:  # no torch, or no int8 mm
         log.warning("bank prefilter off: %s", exc)
         return False
     if not ok:
