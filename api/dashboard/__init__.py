@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api.dashboard import auditlog, auth, backtests, editor, media, policies, searching, views
+from api.dashboard import (
+    auditlog,
+    auth,
+    backtests,
+    banking,
+    editor,
+    media,
+    policies,
+    searching,
+    views,
+)
 from api.dashboard.shell import add_nav, admin_required, bp, configure, me
 from clipmod.settings import Settings
 
@@ -19,6 +29,7 @@ __all__ = [
     "auditlog",
     "auth",
     "backtests",
+    "banking",
     "bp",
     "editor",
     "init_app",

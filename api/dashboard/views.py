@@ -16,6 +16,7 @@ from flask_login import login_required
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.dashboard import banking
 from api.dashboard.shell import admin_required, bp, me, wants_json
 from api.services import services
 from clipmod.db import transaction
@@ -180,6 +181,10 @@ def render_item(item_id: str, *, error: ClipmodError | None = None, status: int 
             "top": max(
                 (verdict.categories if verdict else []), key=lambda c: c["score"], default=None
             ),
+            # "Add to bank" (`api.dashboard.banking`): admins, scored items with an image.
+            "banks": banking.banks_for(db, verdict.model_revision)
+            if user.is_admin and verdict is not None and item.image_sha256
+            else [],
         }
     top_score = float(context["top"]["score"]) if context["top"] else 0.0
     return render_template(

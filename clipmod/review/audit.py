@@ -1,4 +1,5 @@
-"""The append-only audit log: every sign-in, claim, decision, reveal, search and bulk action.
+"""The append-only audit log: every sign-in, claim, decision, reveal, search, bulk action and bank
+addition from the dashboard.
 
 Rows are written in the same transaction as the change they describe, so the log can neither
 miss a decision nor record one that was rolled back. The CSV export neutralises cells that a
@@ -33,6 +34,7 @@ ACTIONS = (
     "search",
     "similar",
     "user_created",
+    "bank_add",  # an item added to a bank from its dashboard page (api.dashboard.banking)
     # policy changes (clipmod.policy.ship), from the editor, the CLI or the API
     "policy_publish",
     "policy_activate",

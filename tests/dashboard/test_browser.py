@@ -255,3 +255,52 @@ def test_the_audit_log_shows_it_all(live_stack: live.Live, new_page: NewPage, te
     assert lines[0] == "id,at,actor,action,item_id,tenant,detail" and len(lines) == len(shown) + 1
     decided = [line for line in lines if ",decide," in line]
     assert len(decided) == 3  # the escalation and the two bulk decisions, one row per item
+
+
+def test_an_admin_adds_a_reviewed_item_to_a_bank_from_its_page(
+    live_stack: live.Live, new_page: NewPage, tenant: str
+) -> None:
+    bank = f"known-{tenant}"
+    made = live_stack.api(
+        "POST",
+        "/v1/banks",
+        live_stack.key(tenant, admin=True),
+        json={"name": bank, "kind": "block"},
+    )
+    assert made.status_code == 201, made.text
+    (knife,) = live_stack.upload(tenant, live.sample_images(["red-knife.png"]))
+    live_stack.wait_scored(tenant, [knife])
+    moderator = live_stack.user(f"mod@{tenant}.test", tenants=[tenant])
+    admin = live_stack.user(f"admin@{tenant}.test", role="admin")
+
+    page = new_page()
+    sign_in(page, live_stack, moderator)
+    page.goto(f"{live_stack.url}/dashboard/items/{knife}")
+    expect(page.locator("#decide")).to_be_visible()
+    expect(page.locator("#add-to-bank")).to_have_count(0)  # banks are an admin's to change
+
+    page = new_page()
+    sign_in(page, live_stack, admin)
+    page.goto(f"{live_stack.url}/dashboard/items/{knife}")
+    page.select_option("#bank-name", bank)
+    page.fill("#bank-note", "the knife listing scam")
+    press(page, "Enter")  # from the note field: the form's own submit, not a decision key
+    expect(page.locator(".flashes .flash.ok")).to_have_text(
+        f"Added to block bank {bank} (version 1)."
+    )
+    page.select_option("#bank-name", bank)
+    page.focus("#bank-add")
+    press(page, "Enter")  # the button, from the keyboard
+    expect(page.locator(".flashes .flash.warn")).to_have_text(
+        f"Already in bank {bank}: nothing changed."
+    )
+
+    shown = live_stack.api(
+        "GET", f"/v1/banks/{bank}?entries=1", live_stack.key(tenant, admin=True)
+    ).json()
+    assert [(e["item_id"], e["source"]) for e in shown["entry_list"]] == [(knife, "item")]
+    assert [v["note"] for v in shown["versions"]] == ["the knife listing scam"]
+    events = read(live_stack, select(AuditEvent).where(AuditEvent.action == "bank_add"))
+    assert [(e.actor, e.item_id) for e in events if e.item_id == knife] == [(admin, knife)]
+    decided = read(live_stack, select(Decision).where(Decision.item_id == knife))
+    assert decided == []  # adding to a bank decides nothing
