@@ -54,6 +54,8 @@ def seed(stack: live.Live) -> None:
     stack.user("mia@example.com", "moderator", ["acme"])
     stack.key("globex")
     stack.publish("acme", live.review_policy_text())
+    bank = {"name": "known-scams", "kind": "block", "description": "removed by moderators"}
+    assert stack.api("POST", "/v1/banks", stack.key("acme", admin=True), json=bank).ok
     uploads = live.sample_images() + live.world_images(range(8, 30))
     ids = stack.upload("acme", uploads[: len(uploads) // 2 + 4])
     ids += stack.upload("globex", uploads[len(uploads) // 2 + 4 :])
