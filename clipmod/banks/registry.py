@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from clipmod import embeddings
 from clipmod.actions import Action
 from clipmod.errors import ClipmodError, InvalidInput, NotFound
-from clipmod.models import Bank, BankEntry, BankVersion, Item, ItemEmbedding
+from clipmod.models import Bank, BankEntry, BankVersion, Item, ItemEmbedding, ItemStatus
 from clipmod.policy.banks import BankSnapshot
 from clipmod.policy.schema import BANK_NAME_PATTERN
 
@@ -214,8 +214,16 @@ def from_items(session: Session, bank: Bank, item_ids: Sequence[str]) -> list[Ne
     """Entries from stored items' image embeddings, every id checked before any is used."""
     out = []
     for item_id in item_ids:
-        if session.get(Item, item_id) is None:
+        item = session.get(Item, item_id)
+        if item is None:
             raise NotFound(f"item {item_id!r} not found", code="item_not_found")
+        if item.status == ItemStatus.DELETED:
+            # Its embedding went with it; "not scored yet" would send the admin to wait for it.
+            raise ClipmodError(
+                f"item {item_id!r} was deleted: its embedding is gone, so it cannot join a bank",
+                code="item_deleted",
+                status=409,
+            )
         stored = {
             e.model_revision: e
             for e in session.scalars(select(ItemEmbedding).where(ItemEmbedding.item_id == item_id))

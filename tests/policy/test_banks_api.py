@@ -177,3 +177,19 @@ def test_search_by_text_and_by_item(
         ("?text=a&tenant=nope", "unknown_tenant"),
     ):
         assert client.get(f"/v1/search{query}", headers=admin).json["error"]["code"] == code
+
+
+def test_a_deleted_item_cannot_join_a_bank(
+    loaded: Flask,
+    client: FlaskClient,
+    admin: dict[str, str],
+    platform: dict[str, str],
+    store: StoreFn,
+    runtime: Any,
+) -> None:
+    item = store("acme", image=unit_rows(np.random.default_rng(5), 1, runtime.dim)[0])
+    client.post("/v1/banks", json={"name": "known-bad", "kind": "block"}, headers=admin)
+    assert client.delete(f"/v1/items/{item}", headers=platform).status_code == 204
+    reply = client.post("/v1/banks/known-bad/entries", json={"items": [item]}, headers=admin)
+    assert (reply.status_code, reply.json["error"]["code"]) == (409, "item_deleted"), reply.json
+    assert "was deleted" in reply.json["error"]["message"]
