@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
@@ -17,6 +18,7 @@ from api import (
     health,
     items,
     limits,
+    newitems,
     openapi,
     policies,
     search,
@@ -24,6 +26,7 @@ from api import (
     webhooks,
 )
 from api.errors import register_error_handlers
+from api.groupcommit import GroupCommit
 from api.keycache import KeyCache
 from api.observability import configure_observability
 from api.services import KEY, Services
@@ -112,7 +115,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
     # A pool at least as large as waitress' request threads: overflow connections are closed
     # on return, so a smaller pool reconnects to the database under load, request after request.
     engine = make_engine(settings.database_url, pool_pre_ping=False, pool_size=16)
-    app.extensions[KEY] = Services(
+    app.extensions[KEY] = svc = Services(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
@@ -120,6 +123,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
         celery=make_celery(settings),
         key_cache=KeyCache(settings.key_cache_s),
     )
+    svc.intake = GroupCommit(functools.partial(newitems.store, svc))
 
 
 def add_blueprints(app: Flask) -> None:

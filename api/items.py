@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
-from sqlalchemy import Table, and_, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from api import limits
 from api.auth import authenticate_request, requires
 from api.intake import Upload, parse_upload
+from api.newitems import NewItem
 from api.params import decode_cursor, encode_cursor, page_limit
 from api.serialize import item_json
 from api.services import services
@@ -25,8 +24,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("items", __name__, url_prefix="/v1")
 bp.before_request(authenticate_request)
-
-_INSERT_ITEM = insert(cast("Table", Item.__table__))
 
 
 def _existing(session: Session, tenant_id: int, external_id: str | None) -> Item | None:
@@ -78,58 +75,66 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
     """Store an upload and queue it, or answer the item it repeats: the one intake path that
     `POST /v1/items` and the signed webhook share."""
     svc = services()
-    # No look-up first: a new item (the common case) costs one INSERT; a repeated
-    # external_id is found when the unique constraint refuses it (below).
+    if upload.image is not None:
+        # First, so a committed row never points at a missing blob. Content-addressed: a
+        # replay or a twin upload finds the file and writes nothing.
+        svc.blobs.put(upload.image, upload.image_sha256)
     info = upload.image_info
-    item_id = new_id()
-    try:
-        # A Core connection and a prebuilt INSERT: an ORM session (its unit of work, the
-        # after-commit listeners registered on each new session) cost more than the round trip.
-        with svc.engine.begin() as conn:
-            conn.execute(
-                _INSERT_ITEM,
-                {
-                    "id": item_id,
-                    "tenant_id": tenant.id,
-                    "external_id": upload.external_id,
-                    "text": upload.text,
-                    "metadata": upload.metadata,
-                    "content_hash": upload.content_hash,
-                    "image_sha256": upload.image_sha256,
-                    "image_url": upload.image_url,
-                    "image_format": info.format if info else None,
-                    "image_width": info.width if info else None,
-                    "image_height": info.height if info else None,
-                },
-            )
-            # The database has accepted the row before the bytes touch the disk, so a row it
-            # refuses never leaves an orphan blob; the commit follows the write, so a committed
-            # row never points at a missing blob.
-            if upload.image is not None:
-                svc.blobs.put(upload.image, upload.image_sha256)
-    except IntegrityError:
+    # No look-up first: a new item (the common case) is one row of a batched INSERT
+    # (`api.newitems`); a repeated external_id is found when the insert skips it (below).
+    for _ in range(2):
+        item = NewItem(
+            id=new_id(),
+            tenant_id=tenant.id,
+            external_id=upload.external_id,
+            text=upload.text,
+            metadata=upload.metadata,
+            content_hash=upload.content_hash,
+            image_sha256=upload.image_sha256,
+            image_url=upload.image_url,
+            image_format=info.format if info else None,
+            image_width=info.width if info else None,
+            image_height=info.height if info else None,
+        )
+        if svc.intake.submit(item):
+            break
         # The external_id is taken: a retry of the same request (a replay), a concurrent
         # request that won the insert, or new content under an old id (a conflict).
         with svc.sessions() as session:
             found = _existing(session, tenant.id, upload.external_id)
-            if found is None:
+        if found is not None:
+            try:
+                return _replay(found, upload)
+            except ClipmodError:
+                _drop_blob(upload)
                 raise
-            return _replay(found, upload)
+        # The row that held the id was purged in between: insert again, once.
+    else:
+        _drop_blob(upload)
+        raise ClipmodError(
+            f"external_id {upload.external_id!r} is changing hands; retry the request",
+            code="external_id_busy",
+            status=503,
+        )
     if upload.image is not None:
         # Again: a concurrent delete may have taken it (see BlobStore). Both puts reuse the
-        # digest the row was inserted with: the bytes are hashed once per upload, not three times.
+        # digest the row was inserted with: the bytes are hashed once per upload.
         svc.blobs.put(upload.image, upload.image_sha256)
-    # Only now, with the row committed (leaving the block above committed it): a worker that
-    # hears of an uncommitted row finds nothing. A failed send is `queue_unavailable` (503)
-    # for a stored item, which a retry with the same external_id queues again.
-    enqueue_scoring(svc.celery, [item_id])
     body = {
-        "id": item_id,
+        "id": item.id,
         "external_id": upload.external_id,
         "status": "queued",
-        "links": {"self": url_for("items.get_item", item_id=item_id)},
+        "links": {"self": url_for("items.get_item", item_id=item.id)},
     }
     return jsonify(body), 202
+
+
+def _drop_blob(upload: Upload) -> None:
+    """A refused upload's bytes, written before its row was refused, unless an item uses them."""
+    digest = upload.image_sha256
+    if digest is not None:
+        svc = services()
+        svc.blobs.remove_unless(digest, lambda: retention.blob_in_use(svc.sessions, digest))
 
 
 def _gone(item_id: str) -> ClipmodError:

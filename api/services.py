@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from celery import Celery
 from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.groupcommit import GroupCommit
 from api.keycache import KeyCache
 from clipmod import secretbox
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
+
+if TYPE_CHECKING:
+    from api.newitems import NewItem
 
 KEY = "clipmod"
 
@@ -28,6 +33,8 @@ class Services:
     key_cache: KeyCache
     box: secretbox.SecretBox | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # New uploads share INSERTs (`api.groupcommit`); `api.app` binds it to these services.
+    intake: GroupCommit[NewItem, bool] = field(init=False)
 
 
 def services() -> Services:

@@ -272,23 +272,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _decode(
-    data: bytes, limits: ImageLimits, target: int | None, *, draft: bool
+    data: bytes, limits: ImageLimits, target: int | None, *, draft: int | None
 ) -> tuple[Image.Image, ImageInfo]:
     """The one decode path of intake and worker; returns the RGB image and the header's facts.
 
     Decoding itself is bounded by the header checks (`max_pixels`). With a `target`, every
     image is box-reduced right after decoding and EXIF rotation to a shortest side below
     2 * REDUCING_GAP * target, so conversion and the model's resize touch at most
-    (2 * REDUCING_GAP * target)^2 * max_aspect pixels, whatever the upload's size; with
-    `draft`, JPEG already decodes at a reduced DCT scale.
+    (2 * REDUCING_GAP * target)^2 * max_aspect pixels, whatever the upload's size. A JPEG
+    decodes at the smallest DCT scale that keeps both sides >= `draft` (None: full scale).
     """
     img = _open(data, limits)
     fmt = str(img.format)
     info = ImageInfo(format=fmt.lower(), width=img.width, height=img.height)
     try:
-        if draft and target and fmt in JPEG_FAMILY:
+        if draft and fmt in JPEG_FAMILY:
             # draft() picks the smallest DCT scale that stays >= the requested size.
-            img.draft("RGB", (target, target))
+            img.draft("RGB", (draft, draft))
         img.load()
         # In place: no full-size copy when there is nothing to rotate. Before any conversion,
         # because TIFF keeps its orientation in tags that a converted copy loses.
@@ -315,11 +315,14 @@ def inspect(data: bytes, limits: ImageLimits) -> ImageInfo:
     """Validate an upload: a format we take, within the limits, and decodable by the worker.
 
     It runs the worker's own steps (load, EXIF rotation, reduction, conversion), so whatever
-    the worker later meets has already decoded once. JPEG decodes at full scale here (stricter
-    than the worker's draft), and conversion runs after reducing to INSPECT_SIZE, so checking
-    an upload costs about what loading it does. The size reported is the header's.
+    the worker later meets has already decoded once. JPEG decodes at its smallest DCT scale
+    (1/8): libjpeg still reads every marker and every entropy-coded block, which is where a
+    damaged or truncated JPEG fails, and only the inverse DCT and colour conversion shrink (a
+    224 px upload checks in half the CPU of a full-scale decode, the largest single cost of
+    intake). Conversion runs after reducing to INSPECT_SIZE, so checking any upload costs about
+    what loading it does. The size reported is the header's.
     """
-    _, info = _decode(data, limits, INSPECT_SIZE, draft=False)
+    _, info = _decode(data, limits, INSPECT_SIZE, draft=1)
     return info
 
 
@@ -328,5 +331,5 @@ def decode_rgb(data: bytes, limits: ImageLimits, target: int | None = None) -> I
 
     Without a target the image keeps its full resolution.
     """
-    img, _ = _decode(data, limits, target, draft=True)
+    img, _ = _decode(data, limits, target, draft=target)
     return img

@@ -165,12 +165,17 @@ def enqueue_scoring(app: Celery, item_ids: list[str], *, force: bool = False) ->
         _send(app, item_ids)
     except Exception as exc:
         log.exception("enqueue failed for %d items", len(item_ids))
-        raise ClipmodError(
-            f"item {', '.join(item_ids)} is stored but the queue is unavailable; retry the same "
-            "request (with the same external_id) to queue it again",
-            code="queue_unavailable",
-            status=503,
-        ) from exc
+        raise queue_unavailable(item_ids) from exc
+
+
+def queue_unavailable(item_ids: list[str]) -> ClipmodError:
+    """The answer for stored items a worker could not be told about (503, retryable)."""
+    return ClipmodError(
+        f"item {', '.join(item_ids)} is stored but the queue is unavailable; retry the same "
+        "request (with the same external_id) to queue it again",
+        code="queue_unavailable",
+        status=503,
+    )
 
 
 def _send(app: Celery, item_ids: Iterable[str | None]) -> None:

@@ -1,0 +1,112 @@
+"""Writing accepted uploads: one statement and one wake-up for a batch of them.
+
+`api.items.accept` hands each new item to the app's `GroupCommit` (see `api.groupcommit` for why
+uploads are batched) and this module writes a batch:
+- One autocommitted INSERT: a single statement is atomic, so BEGIN and COMMIT would only add two
+  round trips. The blob is already on disk (`accept` writes it first), so a committed row never
+  points at a missing blob.
+- `ON CONFLICT DO NOTHING ... RETURNING id` instead of an IntegrityError: a taken external_id
+  is reported for its own upload (which `accept` answers as a replay or a conflict), and its
+  batch-mates still land.
+- Any other error of a batch is retried one upload at a time, so a row the database refuses
+  for its content fails only its own request. A lost connection is not: every upload of the
+  batch would wait for the same dead database again.
+- The wake-up is sent after the insert (a worker that hears of an uncommitted row finds
+  nothing); if the broker fails, each stored upload gets its own 503 naming only its own item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from clipmod.errors import ClipmodError
+from clipmod.models import Item, ItemStatus
+from clipmod.models.base import utcnow
+from clipmod.queue import enqueue_scoring, queue_unavailable
+
+if TYPE_CHECKING:
+    from api.services import Services
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """The columns intake sets; `status`, `attempts` and the timestamps take their defaults."""
+
+    id: str
+    tenant_id: int
+    external_id: str | None
+    text: str | None
+    metadata: dict[str, Any] | None
+    content_hash: str
+    image_sha256: str | None
+    image_url: str | None
+    image_format: str | None
+    image_width: int | None
+    image_height: int | None
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(NewItem))
+_TABLE = cast("Table", Item.__table__)
+# SQLite (the embedded default, one API process): SQLAlchemy's multi-row VALUES, with the
+# columns' own defaults.
+_SQLITE_INSERT = sqlite.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
+# PostgreSQL: one array per column, so the statement's text is the same for every batch size:
+# psycopg converts it once and prepares it on the server after a few uses. A multi-row VALUES
+# is new SQL for each batch size, and at 11 parameters a row soon past psycopg's statement cache.
+_PG_TYPES = {"tenant_id": "int", "image_width": "int", "image_height": "int"}
+_PG_ARRAYS = ", ".join(f"%({f})s::{_PG_TYPES.get(f, 'text')}[]" for f in _FIELDS)
+_PG_VALUES = ", ".join(f if f != "metadata" else "metadata::json" for f in _FIELDS)
+_PG_DEFAULTS = {
+    "status": f"'{ItemStatus.QUEUED.value}'",
+    "attempts": "0",
+    "created_at": "%(now)s",
+    "updated_at": "%(now)s",
+}
+# Built from this module's own constants (column names, an enum value), never from input.
+_PG_INSERT = (
+    f"INSERT INTO items ({', '.join([*_FIELDS, *_PG_DEFAULTS])}) "  # noqa: S608
+    f"SELECT {_PG_VALUES}, {', '.join(_PG_DEFAULTS.values())} "
+    f"FROM unnest({_PG_ARRAYS}) AS t({', '.join(_FIELDS)}) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def store(svc: Services, batch: list[NewItem]) -> list[bool | BaseException]:
+    """Per upload: True (stored and queued), False (its external_id is taken), or its error."""
+    try:
+        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            inserted = _insert(conn, batch)
+    except (OperationalError, InterfaceError) as exc:
+        return [exc] * len(batch)
+    except Exception as exc:
+        if len(batch) == 1:
+            return [exc]
+        return [result for job in batch for result in store(svc, [job])]
+    try:
+        enqueue_scoring(svc.celery, [job.id for job in batch if job.id in inserted])
+    except ClipmodError:
+        return [queue_unavailable([job.id]) if job.id in inserted else False for job in batch]
+    return [job.id in inserted for job in batch]
+
+
+def _insert(conn: Connection, batch: list[NewItem]) -> set[str]:
+    """The ids that went in; the others met a taken (tenant_id, external_id)."""
+    if conn.dialect.name == "postgresql":
+        return set(conn.exec_driver_sql(_PG_INSERT, _columns(batch, utcnow())).scalars())
+    rows = [dataclasses.asdict(job) for job in batch]
+    return set(conn.execute(_SQLITE_INSERT, rows).scalars())
+
+
+def _columns(batch: list[NewItem], now: datetime) -> dict[str, Any]:
+    columns: dict[str, Any] = {f: [getattr(job, f) for job in batch] for f in _FIELDS}
+    columns["metadata"] = [None if m is None else json.dumps(m) for m in columns["metadata"]]
+    columns["now"] = now
+    return columns

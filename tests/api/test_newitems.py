@@ -1,0 +1,207 @@
+"""`api.newitems`: a batch of uploads in one INSERT, on SQLite and on PostgreSQL.
+
+Each dialect has its own statement (PostgreSQL's is hand-written over arrays), so each test
+runs on both and reads the rows back through the ORM: the PostgreSQL statement must store
+exactly what the model's own defaults would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from api import create_app
+from api.newitems import NewItem, store
+from api.services import Services
+from clipmod import keys, migrate
+from clipmod.db import make_engine, transaction
+from clipmod.errors import ClipmodError
+from clipmod.models import Item, ItemStatus, Tenant, new_id
+from clipmod.models.base import as_utc, utcnow
+from clipmod.settings import Settings
+from clipmod.storage import BlobStore
+from tests import images
+from tests.api.conftest import auth
+from tests.conftest import make_settings
+from tests.e2e.conftest import postgres_url, production_settings  # noqa: F401
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "sqlite":
+        return settings
+    return request.getfixturevalue("production_settings")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def svc(stack_settings: Settings) -> Iterator[Services]:
+    app = create_app(stack_settings)
+    services: Services = app.extensions["clipmod"]
+    yield services
+    services.engine.dispose()
+
+
+@pytest.fixture
+def tenant_id(svc: Services) -> int:
+    with transaction(svc.sessions) as session:
+        keys.create_key(session, "acme")
+        return session.scalars(select(Tenant.id).where(Tenant.name == "acme")).one()
+
+
+def new_item(tenant_id: int, external_id: str | None = None, **fields: object) -> NewItem:
+    values: dict[str, object] = {
+        "id": new_id(),
+        "tenant_id": tenant_id,
+        "external_id": external_id,
+        "text": "hello",
+        "metadata": None,
+        "content_hash": "c" * 64,
+        "image_sha256": None,
+        "image_url": None,
+        "image_format": None,
+        "image_width": None,
+        "image_height": None,
+    }
+    values.update(fields)
+    return NewItem(**values)  # type: ignore[arg-type]
+
+
+def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tenant_id: int) -> None:
+    batch = [
+        new_item(tenant_id, "a", metadata={"user": 7, "tags": ["x", None]}),
+        new_item(
+            tenant_id,
+            None,
+            text=None,
+            image_sha256="f" * 64,
+            image_format="jpeg",
+            image_width=640,
+            image_height=480,
+        ),
+        new_item(tenant_id, "c", text=None, image_url="https://example.com/a.png"),
+    ]
+    assert store(svc, batch) == [True, True, True]
+    with svc.sessions() as session:
+        rows = {item.id: item for item in session.scalars(select(Item))}
+    assert set(rows) == {job.id for job in batch}
+    for job in batch:
+        row = rows[job.id]
+        assert (row.status, row.attempts, row.error_code, row.claimed_by) == (
+            ItemStatus.QUEUED,
+            0,
+            None,
+            None,
+        )
+        assert abs(row.created_at - row.updated_at) < timedelta(seconds=1)
+        assert abs(as_utc(row.created_at) - utcnow()) < timedelta(minutes=1)
+        assert (row.tenant_id, row.external_id, row.text, row.meta) == (
+            job.tenant_id,
+            job.external_id,
+            job.text,
+            job.metadata,
+        )
+        assert (row.image_sha256, row.image_url, row.content_hash) == (
+            job.image_sha256,
+            job.image_url,
+            job.content_hash,
+        )
+        assert (row.image_format, row.image_width, row.image_height) == (
+            job.image_format,
+            job.image_width,
+            job.image_height,
+        )
+
+
+def test_a_taken_external_id_is_reported_for_its_own_upload_only(
+    svc: Services, tenant_id: int
+) -> None:
+    assert store(svc, [new_item(tenant_id, "taken")]) == [True]
+    batch = [
+        new_item(tenant_id, "new-1"),
+        new_item(tenant_id, "taken"),
+        new_item(tenant_id, "twice"),
+        new_item(tenant_id, "twice"),  # the same id twice in one batch: the first wins
+        new_item(tenant_id, None),
+    ]
+    assert store(svc, batch) == [True, False, True, False, True]
+    with svc.sessions() as session:
+        stored = set(session.scalars(select(Item.id)))
+    assert {batch[0].id, batch[2].id, batch[4].id} <= stored
+    assert batch[1].id not in stored and batch[3].id not in stored
+
+
+def test_a_row_the_database_refuses_fails_only_its_own_upload(
+    svc: Services, tenant_id: int
+) -> None:
+    batch = [new_item(tenant_id, "ok-1"), new_item(999_999, "orphan"), new_item(tenant_id)]
+    answers = store(svc, batch)  # no such tenant: a foreign key violation for the whole INSERT
+    assert answers[0] is True and answers[2] is True
+    assert isinstance(answers[1], Exception)
+    with svc.sessions() as session:
+        assert set(session.scalars(select(Item.id))) == {batch[0].id, batch[2].id}
+
+
+def test_a_lost_database_fails_the_batch_at_once(svc: Services, tenant_id: int) -> None:
+    dead = make_engine("postgresql+psycopg://clipmod@127.0.0.1:1/none", pool_pre_ping=False)
+    live, svc.engine = svc.engine, dead
+    try:
+        answers = store(svc, [new_item(tenant_id), new_item(tenant_id)])
+    finally:
+        svc.engine = live
+        dead.dispose()
+    assert all(isinstance(a, OperationalError) for a in answers)
+    assert answers[0] is answers[1]  # one attempt for the batch, not one per upload
+
+
+def test_a_broker_outage_answers_each_upload_with_its_own_item(
+    tmp_path: Path, migrated_template: Path
+) -> None:
+    shutil.copy(migrated_template, tmp_path / "clipmod.db")
+    settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:1/0")
+    migrate.upgrade(settings)
+    app = create_app(settings)
+    services: Services = app.extensions["clipmod"]
+    try:
+        with transaction(services.sessions) as session:
+            keys.create_key(session, "acme")
+            tenant = session.scalars(select(Tenant.id)).one()
+        batch = [new_item(tenant, "one"), new_item(tenant, "two")]
+        answers = store(services, batch)
+    finally:
+        services.engine.dispose()
+    for job, answer in zip(batch, answers, strict=True):
+        assert isinstance(answer, ClipmodError) and answer.code == "queue_unavailable"
+        assert job.id in str(answer) and str(answer).count("item ") == 1
+    other = batch[1].id
+    assert other not in str(answers[0])  # never another upload's (or tenant's) item id
+
+
+def test_a_refused_upload_leaves_no_blob_behind(
+    client: FlaskClient, api_key: str, settings: Settings
+) -> None:
+    """The blob is written before the row now; a conflict must take it away again."""
+    first, second = images.solid(colour=(200, 40, 40)), images.solid(colour=(40, 200, 40))
+
+    def post(data: bytes):  # type: ignore[no-untyped-def]
+        return client.post(
+            "/v1/items",
+            data={"external_id": "e1", "file": (io.BytesIO(data), "x.jpg")},
+            headers=auth(api_key),
+        )
+
+    assert post(first).status_code == 202
+    assert post(first).status_code == 200  # a replay keeps the (shared) blob
+    refused = post(second)
+    assert refused.status_code == 409
+    blobs = BlobStore(settings.blob_dir)
+    assert blobs.path(hashlib.sha256(first).hexdigest()).exists()
+    assert not blobs.path(hashlib.sha256(second).hexdigest()).exists()
