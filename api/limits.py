@@ -157,7 +157,9 @@ class _Lease:
     unused entries (LREM of their stamp, `count` of them) keeps it sorted; entries with equal
     stamps cannot be told apart, so removing `count` of them is the same as removing ours,
     which are all still in the list while their stamp is inside the window (a window never
-    holds more than `limit` entries, and LTRIM keeps the newest `limit`).
+    holds more than `limit` entries, and LTRIM keeps the newest `limit`). A replica still on
+    the one-entry script (a rolling upgrade) stamps `now`, possibly below a live lease's stamp;
+    the order is then off by at most a lease's entries until they leave the window.
     """
 
     __slots__ = ("granted", "left", "lock", "reset_at", "size", "stamp", "taken_at", "used")
