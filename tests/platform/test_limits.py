@@ -154,3 +154,12 @@ def test_counts_share_the_limits_librarys_moving_window_keys(
         ]
     stats = library.get_window_stats(item, "clipmod", f"tenant:{tenant_id}", "intake")
     assert stats.remaining == 0
+
+
+def test_a_failing_counter_store_lets_uploads_through_and_logs(
+    settings: Settings, api_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    nothing_there = "redis://127.0.0.1:1/0"  # connection refused
+    with limited_client(settings, rate_limit="1/minute", rate_limit_storage_url=nothing_there) as c:
+        assert [post(c, api_key), post(c, api_key)] == [202, 202]
+    assert caplog.text.count("rate limit store failed; letting the request through") == 2
