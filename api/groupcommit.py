@@ -10,8 +10,11 @@ one: at load, one per ~8 uploads; at idle, a batch of one, as before, with no ad
 There is no writer thread: the request thread that finds no commit running becomes the leader,
 writes whatever is queued (its own job included) and wakes the others. An idle upload therefore
 costs no thread hand-off at all, and nothing needs starting, stopping or forking with the
-server. Everyone waits on one condition, so a waiter whose job was committed returns and one
-whose job was not (a full batch was taken ahead of it) leads the next batch.
+server. Each waiter sleeps on its own lock and is woken once: when its job is answered, or to
+lead the next batch if jobs queued up during this one (the leader hands over rather than
+writing again itself, so its own request is not held up by later arrivals). One condition for
+all waiters woke every one of them after each batch, and those futex wake-ups were a visible
+share of an upload's system time.
 
 The commit function answers each job on its own (a result, or the exception for that job), so
 one bad row fails one request; an exception out of the function fails its whole batch.
@@ -32,13 +35,15 @@ MAX_BATCH = 64
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("done", "error", "job", "result")
+    __slots__ = ("done", "error", "job", "result", "wake")
 
     def __init__(self, job: T):
         self.job = job
-        self.done = False
+        self.done = False  # answered; False after a wake-up means "lead the next batch"
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.wake = threading.Lock()  # held until the waiter should run: a binary semaphore
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[T, R]):
@@ -47,7 +52,7 @@ class GroupCommit(Generic[T, R]):
     ):
         self._commit = commit
         self._max = max_batch
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Slot[T, R]] = []
         self._busy = False
         self.batches = 0  # how many commits ran: the tests read it, and so can a profiler
@@ -56,38 +61,43 @@ class GroupCommit(Generic[T, R]):
     def submit(self, job: T) -> R:
         """Commit `job` (with whatever else is queued) and return its result, or raise its error."""
         slot: _Slot[T, R] = _Slot(job)
-        with self._cond:
+        with self._lock:
             self._queue.append(slot)
-            while True:
-                while self._busy and not slot.done:
-                    self._cond.wait()
-                if slot.done:
-                    return self._answer(slot)
-                self._busy = True
-                batch = self._queue[: self._max]
-                del self._queue[: self._max]
-                self._cond.release()
-                try:
-                    results = self._results(batch)
-                finally:
-                    self._cond.acquire()
-                for queued, result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
-                        queued.error = result
-                    else:
-                        queued.result = result
-                    queued.done = True
-                self.batches += 1
-                self.jobs += len(batch)
-                self._busy = False
-                self._cond.notify_all()
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            slot.wake.acquire()
+            if slot.done:
+                return self._answer(slot)
+        # Leading: our job heads the queue (it was empty when we found no leader, or we were
+        # woken as its head), so it is in the batch we take.
+        with self._lock:
+            batch = self._queue[: self._max]
+            del self._queue[: self._max]
+        results = self._results(batch)
+        for queued, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                queued.error = result
+            else:
+                queued.result = result
+            queued.done = True
+            if queued is not slot:
+                queued.wake.release()
+        with self._lock:
+            self.batches += 1
+            self.jobs += len(batch)
+            following = self._queue[0] if self._queue else None
+            self._busy = following is not None
+        if following is not None:
+            following.wake.release()  # not done: it leads the next batch
+        return self._answer(slot)
 
     def _results(self, batch: list[_Slot[T, R]]) -> list[R | BaseException]:
         try:
             results = self._commit([slot.job for slot in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"commit answered {len(results)} of {len(batch)} jobs")
-        except BaseException as exc:
+        except BaseException as exc:  # every waiter must be answered, even on ^C
             return [exc] * len(batch)
         return results
 

@@ -101,3 +101,32 @@ def test_a_commit_that_answers_too_few_jobs_fails_them_all() -> None:
     group: GroupCommit[int, int] = GroupCommit(lambda jobs: [])
     with pytest.raises(RuntimeError, match="answered 0 of 1"):
         group.submit(1)
+
+
+def test_jobs_that_queued_during_a_batch_are_led_by_one_of_their_own_threads() -> None:
+    """The first leader answers its own request instead of writing the next batch too."""
+    first_in, queued = threading.Event(), threading.Event()
+    leaders: list[tuple[str, list[int]]] = []
+
+    def commit(jobs: list[int]) -> list[int | BaseException]:
+        leaders.append((threading.current_thread().name, list(jobs)))
+        if jobs == [0]:
+            first_in.set()
+            assert queued.wait(10)
+        return list(jobs)
+
+    group = GroupCommit(commit)
+    first = threading.Thread(target=group.submit, args=(0,), name="first")
+    first.start()
+    assert first_in.wait(10)
+    later = [threading.Thread(target=group.submit, args=(n,), name=f"t{n}") for n in (1, 2, 3)]
+    for t in later:
+        t.start()
+    while len(group._queue) < 3:  # all three are waiting behind the first batch
+        time.sleep(0.001)
+    queued.set()
+    for t in [first, *later]:
+        t.join(10)
+    assert leaders[0] == ("first", [0])
+    assert sorted(n for _, jobs in leaders[1:] for n in jobs) == [1, 2, 3]
+    assert all(name != "first" for name, _ in leaders[1:])
