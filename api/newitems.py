@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table
@@ -58,12 +57,13 @@ _TABLE = cast("Table", Item.__table__)
 # SQLite (the embedded default, one API process): SQLAlchemy's multi-row VALUES, with the
 # columns' own defaults.
 _SQLITE_INSERT = sqlite.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
-# PostgreSQL: one array per column, so the statement's text is the same for every batch size:
-# psycopg converts it once and prepares it on the server after a few uses. A multi-row VALUES
-# is new SQL for each batch size, and at 11 parameters a row soon past psycopg's statement cache.
-_PG_TYPES = {"tenant_id": "int", "image_width": "int", "image_height": "int"}
-_PG_ARRAYS = ", ".join(f"%({f})s::{_PG_TYPES.get(f, 'text')}[]" for f in _FIELDS)
-_PG_VALUES = ", ".join(f if f != "metadata" else "metadata::json" for f in _FIELDS)
+# PostgreSQL: the batch as one JSON array of rows, so the statement's text is the same for every
+# batch size (psycopg converts it once and prepares it on the server after a few uses) and
+# psycopg adapts one string. A multi-row VALUES is new SQL for each batch size, at 11
+# parameters a row soon past psycopg's statement cache; one array per column cost more in
+# psycopg's list adaptation than the JSON encoding, which runs in C.
+_PG_TYPES = {"tenant_id": "int", "metadata": "json", "image_width": "int", "image_height": "int"}
+_PG_RECORD = ", ".join(f"{f} {_PG_TYPES.get(f, 'text')}" for f in _FIELDS)
 _PG_DEFAULTS = {
     "status": f"'{ItemStatus.QUEUED.value}'",
     "attempts": "0",
@@ -73,8 +73,8 @@ _PG_DEFAULTS = {
 # Built from this module's own constants (column names, an enum value), never from input.
 _PG_INSERT = (
     f"INSERT INTO items ({', '.join([*_FIELDS, *_PG_DEFAULTS])}) "  # noqa: S608
-    f"SELECT {_PG_VALUES}, {', '.join(_PG_DEFAULTS.values())} "
-    f"FROM unnest({_PG_ARRAYS}) AS t({', '.join(_FIELDS)}) "
+    f"SELECT {', '.join(_FIELDS)}, {', '.join(_PG_DEFAULTS.values())} "
+    f"FROM json_to_recordset(%(rows)s::json) AS t({_PG_RECORD}) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 
@@ -100,13 +100,8 @@ def store(svc: Services, batch: list[NewItem]) -> list[bool | BaseException]:
 def _insert(conn: Connection, batch: list[NewItem]) -> set[str]:
     """The ids that went in; the others met a taken (tenant_id, external_id)."""
     if conn.dialect.name == "postgresql":
-        return set(conn.exec_driver_sql(_PG_INSERT, _columns(batch, utcnow())).scalars())
-    rows = [dataclasses.asdict(job) for job in batch]
-    return set(conn.execute(_SQLITE_INSERT, rows).scalars())
-
-
-def _columns(batch: list[NewItem], now: datetime) -> dict[str, Any]:
-    columns: dict[str, Any] = {f: [getattr(job, f) for job in batch] for f in _FIELDS}
-    columns["metadata"] = [None if m is None else json.dumps(m) for m in columns["metadata"]]
-    columns["now"] = now
-    return columns
+        # Intake has already refused what PostgreSQL's JSON cannot hold (NUL, lone surrogates,
+        # NaN: `api.validation`), so these rows always parse.
+        rows = json.dumps([vars(job) for job in batch])
+        return set(conn.exec_driver_sql(_PG_INSERT, {"rows": rows, "now": utcnow()}).scalars())
+    return set(conn.execute(_SQLITE_INSERT, [vars(job) for job in batch]).scalars())
