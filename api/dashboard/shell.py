@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     flash,
@@ -28,6 +29,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -122,8 +124,24 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+class DashboardSessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions on the dashboard's own paths, and none anywhere else.
+
+    The API authenticates every call with a key and never reads a session. Opening one anyway
+    (a new signing serializer and a cookie parse, then a save that adds `Vary: Cookie` to the
+    answer) cost about a twentieth of an upload's CPU. Elsewhere Flask's null session stands
+    in: it can be read (Flask-Login peeks at it after every request) but not written.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(f"{bp.url_prefix}/"):
+            return super().open_session(app, request)
+        return None  # Flask puts its null session in place
+
+
 def configure(app: Flask, settings: Settings) -> None:
     app.secret_key = secret.load_or_create(settings.secret_key, settings.data_dir)
+    app.session_interface = DashboardSessions()
     hours = timedelta(hours=settings.session_hours)
     app.config.update(
         SESSION_COOKIE_NAME=SESSION_COOKIE,

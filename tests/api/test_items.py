@@ -318,3 +318,18 @@ def test_unknown_routes_and_methods_answer_json(client: FlaskClient, api_key: st
         405,
         "method_not_allowed",
     )
+
+
+def test_api_answers_neither_read_nor_set_a_dashboard_session(
+    client: FlaskClient, api_key: str
+) -> None:
+    """Sessions are the dashboard's: an API call (even one that carries the dashboard's cookie)
+    gets no cookie back and no `Vary: Cookie`, which would also defeat HTTP caches."""
+    client.set_cookie("clipmod_session", "not-a-session")
+    for resp in (
+        client.get("/v1/items", headers=auth(api_key)),
+        client.post("/v1/items", json={"text": "hello"}, headers=auth(api_key)),
+    ):
+        assert resp.status_code in (200, 202)
+        assert "Set-Cookie" not in resp.headers
+        assert "Cookie" not in resp.headers.get("Vary", "")
