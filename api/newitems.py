@@ -22,9 +22,10 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import psycopg
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from clipmod.errors import ClipmodError
 from clipmod.models import Item, ItemStatus
@@ -100,8 +101,27 @@ def store(svc: Services, batch: list[NewItem]) -> list[bool | BaseException]:
 def _insert(conn: Connection, batch: list[NewItem]) -> set[str]:
     """The ids that went in; the others met a taken (tenant_id, external_id)."""
     if conn.dialect.name == "postgresql":
-        # Intake has already refused what PostgreSQL's JSON cannot hold (NUL, lone surrogates,
-        # NaN: `api.validation`), so these rows always parse.
-        rows = json.dumps([vars(job) for job in batch])
-        return set(conn.exec_driver_sql(_PG_INSERT, {"rows": rows, "now": utcnow()}).scalars())
+        return _insert_postgres(conn, batch)
     return set(conn.execute(_SQLITE_INSERT, [vars(job) for job in batch]).scalars())
+
+
+def _insert_postgres(conn: Connection, batch: list[NewItem]) -> set[str]:
+    """On the driver's own cursor: SQLAlchemy's result object for a text statement (its column
+    map, built anew on every call) cost as much as the rest of the INSERT. What SQLAlchemy
+    would add is kept: errors become its exceptions (the API answers `OperationalError` with
+    503), and a connection the driver found dead is invalidated, not put back in the pool."""
+    # Intake has already refused what PostgreSQL's JSON cannot hold (NUL, lone surrogates,
+    # NaN: `api.validation`), so these rows always parse.
+    params = {"rows": json.dumps([vars(job) for job in batch]), "now": utcnow()}
+    raw = conn.connection.dbapi_connection
+    try:
+        with raw.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(_PG_INSERT, params)
+            return {row[0] for row in cursor.fetchall()}
+    except psycopg.Error as exc:
+        gone = conn.dialect.is_disconnect(exc, raw, None)  # type: ignore[arg-type]
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            _PG_INSERT, params, exc, psycopg.Error, connection_invalidated=gone
+        ) from exc

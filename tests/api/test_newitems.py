@@ -205,3 +205,30 @@ def test_a_refused_upload_leaves_no_blob_behind(
     blobs = BlobStore(settings.blob_dir)
     assert blobs.path(hashlib.sha256(first).hexdigest()).exists()
     assert not blobs.path(hashlib.sha256(second).hexdigest()).exists()
+
+
+@pytest.mark.postgres
+def test_a_connection_postgres_dropped_fails_one_batch_and_is_not_reused(
+    production_settings: Settings,  # noqa: F811
+) -> None:
+    """PostgreSQL's INSERT runs on the driver's cursor; a dead connection must still become
+    SQLAlchemy's OperationalError (a 503) and leave the pool, as SQLAlchemy would do itself."""
+    app = create_app(production_settings)
+    services: Services = app.extensions["clipmod"]
+    try:
+        with transaction(services.sessions) as session:
+            keys.create_key(session, "acme")
+            tenant = session.scalars(select(Tenant.id)).one()
+        services.engine.dispose()  # one pooled connection from here on: the one we kill
+        assert store(services, [new_item(tenant)]) == [True]
+        with services.engine.connect() as conn:
+            victim = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        killer = make_engine(production_settings.database_url)
+        with killer.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(victim)})")
+        killer.dispose()
+        [failed] = store(services, [new_item(tenant)])
+        assert isinstance(failed, OperationalError), failed
+        assert store(services, [new_item(tenant)]) == [True]  # a fresh connection
+    finally:
+        services.engine.dispose()
