@@ -123,7 +123,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
         celery=make_celery(settings),
         key_cache=KeyCache(settings.key_cache_s),
     )
-    svc.intake = GroupCommit(functools.partial(newitems.store, svc))
+    svc.intake = GroupCommit(functools.partial(newitems.store, svc.engine, svc.celery))
 
 
 def add_blueprints(app: Flask) -> None:

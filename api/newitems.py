@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Connection, Table
+from celery import Celery
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -31,9 +32,6 @@ from clipmod.errors import ClipmodError
 from clipmod.models import Item, ItemStatus
 from clipmod.models.base import utcnow
 from clipmod.queue import enqueue_scoring, queue_unavailable
-
-if TYPE_CHECKING:
-    from api.services import Services
 
 
 @dataclass(frozen=True)
@@ -80,19 +78,19 @@ _PG_INSERT = (
 )
 
 
-def store(svc: Services, batch: list[NewItem]) -> list[bool | BaseException]:
+def store(engine: Engine, celery: Celery, batch: list[NewItem]) -> list[bool | BaseException]:
     """Per upload: True (stored and queued), False (its external_id is taken), or its error."""
     try:
-        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             inserted = _insert(conn, batch)
     except (OperationalError, InterfaceError) as exc:
         return [exc] * len(batch)
     except Exception as exc:
         if len(batch) == 1:
             return [exc]
-        return [result for job in batch for result in store(svc, [job])]
+        return [result for job in batch for result in store(engine, celery, [job])]
     try:
-        enqueue_scoring(svc.celery, [job.id for job in batch if job.id in inserted])
+        enqueue_scoring(celery, [job.id for job in batch if job.id in inserted])
     except ClipmodError:
         return [queue_unavailable([job.id]) if job.id in inserted else False for job in batch]
     return [job.id in inserted for job in batch]

@@ -89,7 +89,7 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
         ),
         new_item(tenant_id, "c", text=None, image_url="https://example.com/a.png"),
     ]
-    assert store(svc, batch) == [True, True, True]
+    assert store(svc.engine, svc.celery, batch) == [True, True, True]
     with svc.sessions() as session:
         rows = {item.id: item for item in session.scalars(select(Item))}
     assert set(rows) == {job.id for job in batch}
@@ -124,7 +124,7 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
 def test_a_taken_external_id_is_reported_for_its_own_upload_only(
     svc: Services, tenant_id: int
 ) -> None:
-    assert store(svc, [new_item(tenant_id, "taken")]) == [True]
+    assert store(svc.engine, svc.celery, [new_item(tenant_id, "taken")]) == [True]
     batch = [
         new_item(tenant_id, "new-1"),
         new_item(tenant_id, "taken"),
@@ -132,7 +132,7 @@ def test_a_taken_external_id_is_reported_for_its_own_upload_only(
         new_item(tenant_id, "twice"),  # the same id twice in one batch: the first wins
         new_item(tenant_id, None),
     ]
-    assert store(svc, batch) == [True, False, True, False, True]
+    assert store(svc.engine, svc.celery, batch) == [True, False, True, False, True]
     with svc.sessions() as session:
         stored = set(session.scalars(select(Item.id)))
     assert {batch[0].id, batch[2].id, batch[4].id} <= stored
@@ -143,7 +143,9 @@ def test_a_row_the_database_refuses_fails_only_its_own_upload(
     svc: Services, tenant_id: int
 ) -> None:
     batch = [new_item(tenant_id, "ok-1"), new_item(999_999, "orphan"), new_item(tenant_id)]
-    answers = store(svc, batch)  # no such tenant: a foreign key violation for the whole INSERT
+    answers = store(
+        svc.engine, svc.celery, batch
+    )  # no such tenant: a foreign key violation for the whole INSERT
     assert answers[0] is True and answers[2] is True
     assert isinstance(answers[1], Exception)
     with svc.sessions() as session:
@@ -152,11 +154,9 @@ def test_a_row_the_database_refuses_fails_only_its_own_upload(
 
 def test_a_lost_database_fails_the_batch_at_once(svc: Services, tenant_id: int) -> None:
     dead = make_engine("postgresql+psycopg://clipmod@127.0.0.1:1/none", pool_pre_ping=False)
-    live, svc.engine = svc.engine, dead
     try:
-        answers = store(svc, [new_item(tenant_id), new_item(tenant_id)])
+        answers = store(dead, svc.celery, [new_item(tenant_id), new_item(tenant_id)])
     finally:
-        svc.engine = live
         dead.dispose()
     assert all(isinstance(a, OperationalError) for a in answers)
     assert answers[0] is answers[1]  # one attempt for the batch, not one per upload
@@ -175,7 +175,7 @@ def test_a_broker_outage_answers_each_upload_with_its_own_item(
             keys.create_key(session, "acme")
             tenant = session.scalars(select(Tenant.id)).one()
         batch = [new_item(tenant, "one"), new_item(tenant, "two")]
-        answers = store(services, batch)
+        answers = store(services.engine, services.celery, batch)
     finally:
         services.engine.dispose()
     for job, answer in zip(batch, answers, strict=True):
@@ -220,15 +220,35 @@ def test_a_connection_postgres_dropped_fails_one_batch_and_is_not_reused(
             keys.create_key(session, "acme")
             tenant = session.scalars(select(Tenant.id)).one()
         services.engine.dispose()  # one pooled connection from here on: the one we kill
-        assert store(services, [new_item(tenant)]) == [True]
+        assert store(services.engine, services.celery, [new_item(tenant)]) == [True]
         with services.engine.connect() as conn:
             victim = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         killer = make_engine(production_settings.database_url)
         with killer.connect() as conn:
             conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(victim)})")
         killer.dispose()
-        [failed] = store(services, [new_item(tenant)])
+        [failed] = store(services.engine, services.celery, [new_item(tenant)])
         assert isinstance(failed, OperationalError), failed
-        assert store(services, [new_item(tenant)]) == [True]  # a fresh connection
+        assert store(services.engine, services.celery, [new_item(tenant)]) == [
+            True
+        ]  # a fresh connection
     finally:
         services.engine.dispose()
+
+
+def test_an_external_id_whose_item_vanishes_between_insert_and_lookup_is_a_retryable_503(
+    client: FlaskClient, api_key: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The INSERT skipped the row (the id was taken) but the look-up found nothing: the item was
+    purged in between. Intake tries once more, then answers 503 and keeps no stray blob."""
+    image = images.solid(colour=(10, 20, 30))
+    data = {"external_id": "e1", "file": (io.BytesIO(image), "x.jpg")}
+    assert client.post("/v1/items", data=data, headers=auth(api_key)).status_code == 202
+    monkeypatch.setattr("api.items._existing", lambda *_: None)  # the race, every time
+    other = images.solid(colour=(30, 20, 10))
+    data = {"external_id": "e1", "file": (io.BytesIO(other), "x.jpg")}
+    resp = client.post("/v1/items", data=data, headers=auth(api_key))
+    assert resp.status_code == 503
+    assert resp.get_json()["error"]["code"] == "external_id_busy"
+    blobs = BlobStore(settings.blob_dir)
+    assert not blobs.path(hashlib.sha256(other).hexdigest()).exists()
