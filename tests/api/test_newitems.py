@@ -11,6 +11,7 @@ import hashlib
 import io
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,19 +43,33 @@ def stack_settings(request: pytest.FixtureRequest, settings: Settings) -> Settin
     return request.getfixturevalue("production_settings")  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def svc(stack_settings: Settings) -> Iterator[Services]:
-    app = create_app(stack_settings)
-    services: Services = app.extensions["clipmod"]
-    yield services
-    services.engine.dispose()
+@contextmanager
+def app_services(settings: Settings) -> Iterator[tuple[Services, int]]:
+    """The app's services for `settings`, and a tenant's id."""
+    services: Services = create_app(settings).extensions["clipmod"]
+    try:
+        with transaction(services.sessions) as session:
+            keys.create_key(session, "acme")
+            tenant = session.scalars(select(Tenant.id).where(Tenant.name == "acme")).one()
+        yield services, tenant
+    finally:
+        services.engine.dispose()
 
 
 @pytest.fixture
-def tenant_id(svc: Services) -> int:
-    with transaction(svc.sessions) as session:
-        keys.create_key(session, "acme")
-        return session.scalars(select(Tenant.id).where(Tenant.name == "acme")).one()
+def stack(stack_settings: Settings) -> Iterator[tuple[Services, int]]:
+    with app_services(stack_settings) as pair:
+        yield pair
+
+
+@pytest.fixture
+def svc(stack: tuple[Services, int]) -> Services:
+    return stack[0]
+
+
+@pytest.fixture
+def tenant_id(stack: tuple[Services, int]) -> int:
+    return stack[1]
 
 
 def new_item(tenant_id: int, external_id: str | None = None, **fields: object) -> NewItem:
@@ -168,16 +183,9 @@ def test_a_broker_outage_answers_each_upload_with_its_own_item(
     shutil.copy(migrated_template, tmp_path / "clipmod.db")
     settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:1/0")
     migrate.upgrade(settings)
-    app = create_app(settings)
-    services: Services = app.extensions["clipmod"]
-    try:
-        with transaction(services.sessions) as session:
-            keys.create_key(session, "acme")
-            tenant = session.scalars(select(Tenant.id)).one()
+    with app_services(settings) as (services, tenant):
         batch = [new_item(tenant, "one"), new_item(tenant, "two")]
         answers = store(services.engine, services.celery, batch)
-    finally:
-        services.engine.dispose()
     for job, answer in zip(batch, answers, strict=True):
         assert isinstance(answer, ClipmodError) and answer.code == "queue_unavailable"
         assert job.id in str(answer) and str(answer).count("item ") == 1
@@ -213,27 +221,19 @@ def test_a_connection_postgres_dropped_fails_one_batch_and_is_not_reused(
 ) -> None:
     """PostgreSQL's INSERT runs on the driver's cursor; a dead connection must still become
     SQLAlchemy's OperationalError (a 503) and leave the pool, as SQLAlchemy would do itself."""
-    app = create_app(production_settings)
-    services: Services = app.extensions["clipmod"]
-    try:
-        with transaction(services.sessions) as session:
-            keys.create_key(session, "acme")
-            tenant = session.scalars(select(Tenant.id)).one()
+    with app_services(production_settings) as (services, tenant):
         services.engine.dispose()  # one pooled connection from here on: the one we kill
         assert store(services.engine, services.celery, [new_item(tenant)]) == [True]
         with services.engine.connect() as conn:
-            victim = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            victim = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         killer = make_engine(production_settings.database_url)
         with killer.connect() as conn:
             conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(victim)})")
         killer.dispose()
         [failed] = store(services.engine, services.celery, [new_item(tenant)])
         assert isinstance(failed, OperationalError), failed
-        assert store(services.engine, services.celery, [new_item(tenant)]) == [
-            True
-        ]  # a fresh connection
-    finally:
-        services.engine.dispose()
+        fresh = store(services.engine, services.celery, [new_item(tenant)])
+        assert fresh == [True]  # on a new connection
 
 
 def test_an_external_id_whose_item_vanishes_between_insert_and_lookup_is_a_retryable_503(
