@@ -103,8 +103,10 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
             image_height=480,
         ),
         new_item(tenant_id, "c", text=None, image_url="https://example.com/a.png"),
+        # Beyond ASCII: PostgreSQL's rows travel as JSON escapes (an emoji as a surrogate pair).
+        new_item(tenant_id, "é😀", text='héllo 😀 \u2028 日本 \\ "q"', metadata={"ключ": "😀"}),
     ]
-    assert store(svc.engine, svc.celery, batch) == [True, True, True]
+    assert store(svc.engine, svc.celery, batch) == [True, True, True, True]
     with svc.sessions() as session:
         rows = {item.id: item for item in session.scalars(select(Item))}
     assert set(rows) == {job.id for job in batch}
