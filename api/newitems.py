@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import psycopg
 from celery import Celery
+from prometheus_client import Histogram
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -32,6 +33,12 @@ from clipmod.errors import ClipmodError
 from clipmod.models import Item, ItemStatus
 from clipmod.models.base import utcnow
 from clipmod.queue import enqueue_scoring, queue_unavailable
+
+GROUP = Histogram(
+    "clipmod_intake_group_uploads",
+    "Uploads written by one intake INSERT: how much the group commit batches at this load.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ def store(engine: Engine, celery: Celery, batch: list[NewItem]) -> list[bool | B
         if len(batch) == 1:
             return [exc]
         return [result for job in batch for result in store(engine, celery, [job])]
+    GROUP.observe(len(batch))
     try:
         enqueue_scoring(celery, [job.id for job in batch if job.id in inserted])
     except ClipmodError:

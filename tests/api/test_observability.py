@@ -69,6 +69,23 @@ def test_metrics_need_an_admin_key_and_count_requests(
     assert "clipmod_http_request_seconds_bucket" in text
 
 
+def _sample(text: str, name: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[1])
+
+
+def test_metrics_count_the_uploads_of_each_intake_group(
+    client: FlaskClient, api_key: str, admin_key: str
+) -> None:
+    before = client.get("/metrics", headers=auth(admin_key)).get_data(as_text=True)
+    for n in range(3):
+        resp = client.post("/v1/items", json={"text": f"t{n}"}, headers=auth(api_key))
+        assert resp.status_code == 202
+    after = client.get("/metrics", headers=auth(admin_key)).get_data(as_text=True)
+    name = "clipmod_intake_group_uploads"
+    assert _sample(after, f"{name}_sum") - _sample(before, f"{name}_sum") == 3
+    assert _sample(after, f"{name}_count") - _sample(before, f"{name}_count") == 3  # one by one
+
+
 @pytest.fixture
 def short_cache_app(settings: Settings) -> Iterator[Flask]:
     app = create_app(Settings(**{**vars(settings), "key_cache_s": 0.5}))
