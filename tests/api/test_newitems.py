@@ -254,3 +254,17 @@ def test_an_external_id_whose_item_vanishes_between_insert_and_lookup_is_a_retry
     assert resp.get_json()["error"]["code"] == "external_id_busy"
     blobs = BlobStore(settings.blob_dir)
     assert not blobs.path(hashlib.sha256(other).hexdigest()).exists()
+
+
+def test_the_postgres_statement_sets_every_column_with_a_default_or_no_null() -> None:
+    """PostgreSQL's INSERT is written by hand, so the model's Python-side defaults are spelled
+    out there; a column added later with a default (or NOT NULL) must be added there too."""
+    from api.newitems import _FIELDS, _PG_DEFAULTS
+
+    table = Item.__table__
+    needed = {
+        c.name
+        for c in table.columns
+        if c.default is not None or c.server_default is not None or not c.nullable
+    }
+    assert needed - {*_FIELDS, *_PG_DEFAULTS} == set()
