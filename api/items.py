@@ -105,8 +105,9 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
         if found is not None:
             try:
                 return _replay(found, upload)
-            except ClipmodError:
-                _drop_blob(upload)
+            except ClipmodError as exc:
+                if exc.status == 409:  # refused; a replay's bytes are the found item's own
+                    _drop_blob(upload)
                 raise
         # The row that held the id was purged in between: insert again, once.
     else:

@@ -174,6 +174,10 @@ class _Lease:
         self.used = 0  # entries in the window when it was taken, its own included
         self.reset_at = 0
 
+    def window(self, item: RateLimitItem) -> Window:
+        """What the headers report: the window when the lease was taken, less what it has used."""
+        return Window(item, max(0, item.amount - self.used + self.left), self.reset_at)
+
     def next_size(self, now: float, cap: int) -> int:
         if self.left > 0:  # expired with some unused: ask for what one lease life used
             return max(1, min(cap, self.granted - self.left))
@@ -216,8 +220,7 @@ class IntakeLimiter:
             now = time.time()
             if lease.left > 0 and now < lease.taken_at + LEASE_LIFE:
                 lease.left -= 1
-                remaining = item.amount - lease.used + lease.left
-                return True, Window(item, max(0, remaining), lease.reset_at)
+                return True, lease.window(item)
             size = lease.next_size(now, lease_cap(item))
             giveback, stamp = lease.left, lease.stamp
             # Whatever happens below, these entries are given back at most once.
@@ -228,8 +231,7 @@ class IntakeLimiter:
             lease.size, lease.granted, lease.taken_at = size, int(granted), now
             lease.used, lease.left = int(count), max(0, int(granted) - 1)
             lease.reset_at = int(float(oldest) + expiry + 1)
-            remaining = item.amount - lease.used + lease.left
-            return lease.granted > 0, Window(item, max(0, remaining), lease.reset_at)
+            return lease.granted > 0, lease.window(item)
 
     def _hit_one(self, item: RateLimitItem, tenant_key: str) -> tuple[bool, Window]:
         key = item.key_for(_PREFIX, tenant_key, SCOPE)
