@@ -235,6 +235,9 @@ def max_over(parts: Sequence[tuple[F32, I64]]) -> tuple[F32, I64, I64]:
 
     Returns (scores (C,), top prompt (C,), index of the part that won (C,)).
     """
+    if len(parts) == 1 and len(parts[0][0]) == 1:  # one row (an image alone): nothing to pick
+        only_scores, only_tops = parts[0]
+        return only_scores[0], only_tops[0], np.zeros(only_scores.shape[1], dtype=np.int64)
     stacked = np.concatenate([s for s, _ in parts], axis=0)  # (parts*rows, C)
     tops = np.concatenate([t for _, t in parts], axis=0)
     owner = np.concatenate([np.full(len(s), i) for i, (s, _) in enumerate(parts)])
