@@ -159,10 +159,16 @@ class Failed:
 
 
 def _insert(session: Session, model: type[Any]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING in the session's own dialect."""
+    """INSERT … ON CONFLICT DO NOTHING in the session's own dialect.
+
+    On the table, not the mapped class: given the class, SQLAlchemy runs its ORM bulk-insert
+    path, which walks every row through the mapper first (a sixth of the write's CPU for a
+    batch of 256). The rows are plain column dicts either way, and column defaults are the
+    table's, so the statement and what it stores are the same.
+    """
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).on_conflict_do_nothing()
+    return module.insert(model.__table__).on_conflict_do_nothing()
 
 
 def write(session: Session, scored: Sequence[Scored], failed: Sequence[Failed]) -> list[str]:
