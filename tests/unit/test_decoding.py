@@ -88,6 +88,13 @@ def test_a_dying_decoder_fails_only_its_item(settings: Settings, runtime) -> Non
         assert out[1] == decoding.CRASHED
         assert out[3].code != "" and out[3].code != decoding.CRASHED.code
         assert pool.decode([jpeg])[0].pixels is not None  # a fresh pool serves the next batch
+        # A batch goes out in slices of several images: the crash takes its slice-mates (and
+        # every slice in flight) down with it, and they are retried one at a time.
+        batch = [jpeg] * 9 + [b"die"] + [jpeg] * 10
+        assert len(batch) > pool.processes * decoding.SLICES_PER_PROCESS
+        out = pool.decode(batch)
+        assert [k for k, d in enumerate(out) if d.pixels is None] == [9]
+        assert out[9] == decoding.CRASHED
     finally:
         pool.close()
 
