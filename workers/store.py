@@ -227,28 +227,38 @@ def release(
         Item.status == ItemStatus.PROCESSING,
         Item.claimed_by == worker_id,
     )
+    return requeue_or_fail(session, mine, f"scoring failed {MAX_ATTEMPTS} times; see worker logs")
+
+
+def requeue_or_fail(
+    session: Session, which: ColumnElement[bool], reason: str
+) -> tuple[list[str], list[str]]:
+    """Items matching `which` go back to `queued` while they have attempts left; the rest fail
+    with `scoring_error` (`reason` is the message) and their callbacks are owed. The one rule
+    for a batch that failed (`release`) and for a dead worker's items (`workers.sweeper`).
+
+    Returns (requeued, failed).
+    """
     free = {"claimed_by": None, "lease_until": None, "updated_at": utcnow()}
     requeue = list(
         session.scalars(
             update(Item)
-            .where(mine, Item.attempts < MAX_ATTEMPTS)
+            .where(which, Item.attempts < MAX_ATTEMPTS)
             .values(status=ItemStatus.QUEUED, **free)
             .returning(Item.id)
             .execution_options(synchronize_session=False)
         )
     )
-    failed = session.scalars(
-        update(Item)
-        .where(mine, Item.attempts >= MAX_ATTEMPTS)
-        .values(
-            status=ItemStatus.FAILED,
-            error_code="scoring_error",
-            error_message=f"scoring failed {MAX_ATTEMPTS} times; see worker logs",
-            **free,
+    failed = list(
+        session.scalars(
+            update(Item)
+            .where(which, Item.attempts >= MAX_ATTEMPTS)
+            .values(
+                status=ItemStatus.FAILED, error_code="scoring_error", error_message=reason, **free
+            )
+            .returning(Item.id)
+            .execution_options(synchronize_session=False)
         )
-        .returning(Item.id)
-        .execution_options(synchronize_session=False)
     )
-    failed_ids = list(failed)
-    outbox.owe(session, [], failed_ids)
-    return requeue, failed_ids
+    outbox.owe(session, [], failed)
+    return requeue, failed

@@ -31,12 +31,11 @@ from celery import Celery
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import outbox
 from clipmod.db import transaction
 from clipmod.models import Item, ItemStatus, utcnow
 from clipmod.queue import broker_backlog, doorbell, enqueue_scoring
 from workers import metrics
-from workers.store import MAX_ATTEMPTS
+from workers.store import MAX_ATTEMPTS, requeue_or_fail
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +55,10 @@ def _expired_leases(session: Session) -> tuple[list[str], int]:
         Item.status == ItemStatus.PROCESSING,
         or_(Item.lease_until.is_(None), Item.lease_until < now),
     )
-    free = {"claimed_by": None, "lease_until": None, "updated_at": now}
-    back = session.scalars(
-        update(Item)
-        .where(expired, Item.attempts < MAX_ATTEMPTS)
-        .values(status=ItemStatus.QUEUED, **free)
-        .returning(Item.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    dead = session.scalars(
-        update(Item)
-        .where(expired, Item.attempts >= MAX_ATTEMPTS)
-        .values(
-            status=ItemStatus.FAILED,
-            error_code="scoring_error",
-            error_message=f"the worker scoring it died {MAX_ATTEMPTS} times; see worker logs",
-            **free,
-        )
-        .returning(Item.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    outbox.owe(session, [], list(dead))
-    return list(back), len(dead)
+    back, dead = requeue_or_fail(
+        session, expired, f"the worker scoring it died {MAX_ATTEMPTS} times; see worker logs"
+    )
+    return back, len(dead)
 
 
 def _missing(
