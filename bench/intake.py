@@ -7,7 +7,7 @@
    interleaved rounds (which kind goes first alternates), so both see the same machine state.
    The ratio says what our intake costs above the HTTP server, Flask and the client
    themselves. Target ≥ 0.3. The headline pools all rounds; the median and range of the
-   per-round ratios beside it show how far one run can be trusted (on our VMs ±0.02).
+   per-round ratios beside it show how far one run can be trusted (on our VMs ±0.03).
 2. **latency**: with a real `clipmod worker` running and idle, one upload at a time; the clock
    runs from sending the POST until a GET of the item (polled every 2 ms) shows its verdict.
    Target p50 ≤ 50 ms on Redis with the bundled model.
@@ -182,7 +182,7 @@ def ratio(
         for i, (port, pid) in order if r % 2 == 0 else order[::-1]:
             got = {}
             # The order within a round alternates too: on a VM whose speed drifts, the kind
-            # measured first in every round would be favoured.
+            # measured first in every round could be favoured.
             kinds = (("intake", "/v1/items"), ("bare", "/bare/v1/items"))
             for kind, path in kinds if r % 2 == 0 else kinds[::-1]:
                 server0, client0 = cpu_seconds(pid), time.process_time()
