@@ -18,7 +18,6 @@ uploads are batched) and this module writes a batch:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,6 +28,7 @@ from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from clipmod import bulk
 from clipmod.errors import ClipmodError
 from clipmod.models import Item, ItemStatus
 from clipmod.models.base import utcnow
@@ -63,26 +63,19 @@ _TABLE = cast("Table", Item.__table__)
 # SQLite (the embedded default, one API process): SQLAlchemy's multi-row VALUES, with the
 # columns' own defaults.
 _SQLITE_INSERT = sqlite.insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
-# PostgreSQL: the batch as one JSON array of rows, so the statement's text is the same for every
-# batch size (psycopg converts it once and prepares it on the server after a few uses) and
-# psycopg adapts one string. A multi-row VALUES is new SQL for each batch size, at 11
-# parameters a row soon past psycopg's statement cache; one array per column cost more in
-# psycopg's list adaptation than the JSON encoding, which runs in C.
-_PG_TYPES = {"tenant_id": "int", "metadata": "json", "image_width": "int", "image_height": "int"}
-_PG_RECORD = ", ".join(f"{f} {_PG_TYPES.get(f, 'text')}" for f in _FIELDS)
-_PG_DEFAULTS = {
-    "status": f"'{ItemStatus.QUEUED.value}'",
-    "attempts": "0",
-    "created_at": "%(now)s",
-    "updated_at": "%(now)s",
+# PostgreSQL: the batch as one JSON array of rows (`clipmod.bulk`), so the statement's text is
+# the same for every batch size and psycopg adapts one string. A multi-row VALUES is new SQL for
+# each batch size, at 11 parameters a row soon past psycopg's statement cache; one array per
+# column cost more in psycopg's list adaptation than the JSON encoding, which runs in C. That
+# path skips SQLAlchemy, so the columns intake leaves to their Python-side defaults are set
+# here (the timestamps to the batch's own "now").
+_PG_DEFAULTS: dict[str, Any] = {
+    "status": ItemStatus.QUEUED.value,
+    "attempts": 0,
+    "created_at": None,
+    "updated_at": None,
 }
-# Built from this module's own constants (column names, an enum value), never from input.
-_PG_INSERT = (
-    f"INSERT INTO items ({', '.join([*_FIELDS, *_PG_DEFAULTS])}) "  # noqa: S608
-    f"SELECT {', '.join(_FIELDS)}, {', '.join(_PG_DEFAULTS.values())} "
-    f"FROM json_to_recordset(%(rows)s::json) AS t({_PG_RECORD}) "
-    "ON CONFLICT DO NOTHING RETURNING id"
-)
+_PG_INSERT = bulk.statement(_TABLE, (*_FIELDS, *_PG_DEFAULTS), returning="id")
 
 
 def store(engine: Engine, celery: Celery, batch: list[NewItem]) -> list[bool | BaseException]:
@@ -118,7 +111,9 @@ def _insert_postgres(conn: Connection, batch: list[NewItem]) -> set[str]:
     503), and a connection the driver found dead is invalidated, not put back in the pool."""
     # Intake has already refused what PostgreSQL's JSON cannot hold (NUL, lone surrogates,
     # NaN: `api.validation`), so these rows always parse.
-    params = {"rows": json.dumps([vars(job) for job in batch]), "now": utcnow()}
+    now = utcnow()
+    defaults = {**_PG_DEFAULTS, "created_at": now, "updated_at": now}
+    params = {"rows": bulk.payload([{**vars(job), **defaults} for job in batch])}
     raw = conn.connection.dbapi_connection
     try:
         with raw.cursor() as cursor:  # type: ignore[union-attr]

@@ -41,9 +41,12 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     if session.get_bind().dialect.name != "postgresql":
         session.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))
         return
-    sql = _statement(table, keys)
-    payload = json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":"))
-    session.connection().exec_driver_sql(sql, {"rows": payload})
+    session.connection().exec_driver_sql(statement(table, keys), {"rows": payload(rows)})
+
+
+def payload(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as the JSON array `statement` reads from its `%(rows)s` parameter."""
+    return json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":"))
 
 
 @lru_cache(maxsize=32)
@@ -54,7 +57,11 @@ def _check(table: Table, keys: tuple[str, ...]) -> None:
 
 
 @lru_cache(maxsize=32)
-def _statement(table: Table, keys: tuple[str, ...]) -> str:
+def statement(table: Table, keys: tuple[str, ...], returning: str | None = None) -> str:
+    """`INSERT … ON CONFLICT DO NOTHING [RETURNING …]` of rows with these keys, read from one
+    `%(rows)s` parameter (`payload`). Its text is the same for any number of rows, so psycopg
+    converts it once and prepares it on the server after a few uses."""
+    _check(table, keys)
     columns = [table.c[key] for key in keys]
     # Each column's own PostgreSQL type (an enum stored as a string is its VARCHAR).
     record = ", ".join(f'"{c.name}" {c.type.compile(dialect=_PG)}' for c in columns)
@@ -62,6 +69,7 @@ def _statement(table: Table, keys: tuple[str, ...]) -> str:
     return (
         f'INSERT INTO "{table.name}" ({names}) SELECT {names} '  # noqa: S608 - schema names
         f"FROM json_to_recordset(%(rows)s::json) AS r({record}) ON CONFLICT DO NOTHING"
+        + (f' RETURNING "{table.c[returning].name}"' if returning else "")
     )
 
 

@@ -192,7 +192,7 @@ def write(session: Session, scored: Sequence[Scored], failed: Sequence[Failed]) 
         if shadows:
             bulk.insert_rows(session, _table(ShadowVerdict), shadows)
     if failed:
-        table = cast("Table", Item.__table__)
+        table = _table(Item)
         items = table.c
         session.execute(
             update(table)

@@ -257,8 +257,8 @@ def test_an_external_id_whose_item_vanishes_between_insert_and_lookup_is_a_retry
 
 
 def test_the_postgres_statement_sets_every_column_with_a_default_or_no_null() -> None:
-    """PostgreSQL's INSERT is written by hand, so the model's Python-side defaults are spelled
-    out there; a column added later with a default (or NOT NULL) must be added there too."""
+    """PostgreSQL's INSERT skips SQLAlchemy, so the model's Python-side defaults are set in
+    `_PG_DEFAULTS`; a column added later with a default (or NOT NULL) must be added there too."""
     from api.newitems import _FIELDS, _PG_DEFAULTS
 
     table = Item.__table__
