@@ -5,7 +5,8 @@ GPU. Through SQLAlchemy's `executemany`, psycopg sends one pipelined INSERT per 
 every row's parameters in Python, and that was the largest share of a worker's GIL time at
 that batch size. Here the rows travel as one JSON array and PostgreSQL unpacks them, so Python
 does one `json.dumps` per batch. SQLite keeps `executemany`: it runs in-process and has no
-such per-row protocol cost.
+such per-row protocol cost. Intake's group commit (`api.newitems`) uses the same statement
+with RETURNING, on the driver's own cursor.
 
 The statement is built from the table's own columns, so it cannot drift from the schema; a
 column the rows leave out must have no Python-side default (it would be skipped here, where
