@@ -28,6 +28,7 @@ from clipmod.policy.loader import parse_policy
 
 JOBS_KEY = "clipmod.editor_jobs"
 INLINE_WAIT_S = 1.0  # a backtest done within this answers the first request: no polling
+POLL_WAIT_S = 0.25  # each poll's long-poll
 EXAMPLES = 6
 
 
@@ -39,7 +40,10 @@ class BacktestBody(TextBody):
 
 
 def jobs() -> Jobs:
-    return current_app.extensions.setdefault(JOBS_KEY, Jobs())  # type: ignore[no-any-return]
+    ext = current_app.extensions
+    if JOBS_KEY not in ext:
+        ext.setdefault(JOBS_KEY, Jobs(services().sessions))
+    return ext[JOBS_KEY]  # type: ignore[no-any-return]
 
 
 _ID = "__item__"
@@ -134,13 +138,12 @@ def start_backtest() -> Any:
             return body
 
     job = jobs().start(me().id, total, work)
-    job.finished.wait(INLINE_WAIT_S)
-    return jsonify(_state(job))
+    return jsonify(_state(job.id, INLINE_WAIT_S))
 
 
-def _state(job: Job) -> dict[str, Any]:
-    state = job.state()
-    state["poll"] = url_for("dashboard.backtest_job", job_id=job.id)
+def _state(job_id: str, wait_s: float) -> dict[str, Any]:
+    state = jobs().state(me().id, job_id, wait_s)
+    state["poll"] = url_for("dashboard.backtest_job", job_id=job_id)
     return state
 
 
@@ -148,6 +151,4 @@ def _state(job: Job) -> dict[str, Any]:
 @login_required
 @admin_required
 def backtest_job(job_id: str) -> Any:
-    job = jobs().get(me().id, job_id[:64])
-    job.finished.wait(0.25 if not job.finished.is_set() else 0)  # a short long-poll
-    return jsonify(_state(job))
+    return jsonify(_state(job_id[:64], POLL_WAIT_S))

@@ -5,6 +5,7 @@ from clipmod.models.banks import Bank, BankEntry, BankVersion
 from clipmod.models.base import Base, as_utc, new_id, utcnow
 from clipmod.models.drafts import PolicyDraft
 from clipmod.models.items import Item, ItemEmbedding, ItemStatus, Verdict
+from clipmod.models.jobs import DashboardJob, JobStatus
 from clipmod.models.platform import (
     Delivery,
     DeliveryAttempt,
@@ -35,6 +36,7 @@ __all__ = [
     "BankVersion",
     "Base",
     "Claim",
+    "DashboardJob",
     "Decision",
     "DecisionAction",
     "Delivery",
@@ -43,6 +45,7 @@ __all__ = [
     "Item",
     "ItemEmbedding",
     "ItemStatus",
+    "JobStatus",
     "PolicyActivation",
     "PolicyDraft",
     "PolicyVersion",

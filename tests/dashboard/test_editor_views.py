@@ -13,10 +13,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import create_app
+from api.dashboard.shell import SESSION_COOKIE
 from api.policies import RUNTIME_KEY
 from clipmod.db import transaction
 from clipmod.models import AuditEvent, PolicyDraft, User
 from clipmod.policy import ship, versions
+from clipmod.settings import Settings
 from tests.conftest import POLICY_FILE
 from tests.dashboard.conftest import MakeItem, People, sign_in
 
@@ -212,6 +215,39 @@ def test_diff_and_shadow_report_pages(
     report = client.get("/dashboard/policies/shadow-report").get_data(as_text=True)
     assert "No shadow verdicts yet" in report
     assert client.get("/dashboard/policies/diff?a=nope").status_code == 404
+
+
+def test_a_backtest_started_on_one_replica_is_read_on_another(
+    loaded: Flask,
+    client: FlaskClient,
+    admin: User,
+    settings: Settings,
+    seeded: int,
+    runtime: Any,
+    make_item: MakeItem,
+) -> None:
+    """Production runs API replicas behind a load balancer: the page's poll may reach another
+    one. The job's state is in the database, so that replica answers it (it said
+    `job_not_found` while jobs lived in the memory of the process that ran them)."""
+    knife = runtime.encode_texts(["a photo of a knife"])[0]
+    make_item(embedding=knife / np.linalg.norm(knife), revision=runtime.revision)
+    replica = create_app(settings)
+    replica.extensions[RUNTIME_KEY] = runtime
+    try:
+        token = sign_in(client, admin.email)
+        there = replica.test_client()
+        cookie = client.get_cookie(SESSION_COOKIE)
+        assert cookie is not None
+        there.set_cookie(SESSION_COOKIE, cookie.value)
+        started = _json(client, "/dashboard/policies/backtest", token, {"yaml": DEMO, "last": 5})
+        state = there.get(started.json["poll"], headers={"X-Requested-With": "fetch"}).json
+        deadline = time.monotonic() + 30
+        while state["status"] == "running" and time.monotonic() < deadline:
+            state = there.get(state["poll"]).json
+        assert state["status"] == "done", state
+        assert state["job"] == started.json["job"] and state["result"]["items"] == 1
+    finally:
+        replica.extensions["clipmod"].engine.dispose()
 
 
 def test_backtest_job_suggest_and_apply(
