@@ -22,7 +22,7 @@ from api.dashboard.editor import SOURCE, TextBody, json_body, tools
 from api.dashboard.jobs import Job, Jobs
 from api.dashboard.shell import admin_required, bp, me
 from api.services import services
-from clipmod.models import Item, ItemEmbedding, Verdict
+from clipmod.models import Item, ItemEmbedding, ItemStatus, Verdict
 from clipmod.policy import backtest, window
 from clipmod.policy.loader import parse_policy
 
@@ -50,8 +50,8 @@ _ID = "__item__"
 
 
 def _links() -> dict[str, str]:
-    """URL templates of an item's page, thumbnail and reveal, built in the request (the job's
-    thread has no request to build URLs in)."""
+    """URL templates of an item's page, thumbnail and reveal: three `url_for` calls, not three
+    per example."""
     return {
         "href": url_for("dashboard.item_page", item_id=_ID),
         "image": url_for("dashboard.item_image", item_id=_ID, size="thumb"),
@@ -69,7 +69,7 @@ def _examples(
     rows = db.execute(
         select(Item.id, Item.image_sha256, Item.text, Verdict.categories)
         .outerjoin(Verdict, Verdict.item_id == Item.id)
-        .where(Item.id.in_(ids))
+        .where(Item.id.in_(ids), Item.status != ItemStatus.DELETED)
     ).all()
     for item_id, digest, text, categories in rows:
         top = max((float(c["score"]) for c in categories or []), default=0.0)
@@ -108,7 +108,6 @@ def start_backtest() -> Any:
     )
     t = tools()
     svc = services()
-    links = _links()
     with svc.sessions() as db:
         total = _total(db, t.encoder.revision)
 
@@ -128,10 +127,8 @@ def start_backtest() -> Any:
                 banks=t.banks,
                 traffic=emb,
             )
-            ids = [i for tr in report.transitions for i in tr.examples]
             body = report.to_dict()
             body["window"] = chosen.describe()
-            body["examples"] = _examples(db, ids, svc.settings.blur_at, links)
             # The whole job, as the page waits for it: reading the window, then the backtest.
             body["timings"] = {"window_s": read, **report.timings}
             body["elapsed_s"] = time.perf_counter() - started
@@ -142,8 +139,20 @@ def start_backtest() -> Any:
 
 
 def _state(job_id: str, wait_s: float) -> dict[str, Any]:
+    """The job; a finished report gains its example items as they are now.
+
+    The stored report names its examples by id only: their text and thumbnails are read at
+    each poll, so the job's row never keeps a copy of an item's content, and an item deleted
+    since the backtest ran is left out of the thumbnails (the counts stay as computed).
+    """
     state = jobs().state(me().id, job_id, wait_s)
     state["poll"] = url_for("dashboard.backtest_job", job_id=job_id)
+    result = state.get("result")
+    if result is not None:
+        ids = [i for tr in result["transitions"] for i in tr["examples"]]
+        svc = services()
+        with svc.sessions() as db:
+            result["examples"] = _examples(db, ids, svc.settings.blur_at, _links())
     return state
 
 

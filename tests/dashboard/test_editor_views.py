@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import create_app
 from api.dashboard.shell import SESSION_COOKIE
 from api.policies import RUNTIME_KEY
+from clipmod import retention
 from clipmod.db import transaction
 from clipmod.models import AuditEvent, PolicyDraft, User
 from clipmod.policy import ship, versions
@@ -229,8 +230,11 @@ def test_a_backtest_started_on_one_replica_is_read_on_another(
     """Production runs API replicas behind a load balancer: the page's poll may reach another
     one. The job's state is in the database, so that replica answers it (it said
     `job_not_found` while jobs lived in the memory of the process that ran them)."""
-    knife = runtime.encode_texts(["a photo of a knife"])[0]
-    make_item(embedding=knife / np.linalg.norm(knife), revision=runtime.revision)
+    cup = runtime.encode_texts(["a photo of a cup"])[0]
+    item = make_item(embedding=cup / np.linalg.norm(cup), revision=runtime.revision)
+    strict = DEMO.replace(
+        "  review_at: 0.49\n  block_at: 0.76", "  review_at: 0.0\n  block_at: 0.0"
+    )
     replica = create_app(settings)
     replica.extensions[RUNTIME_KEY] = runtime
     try:
@@ -239,13 +243,19 @@ def test_a_backtest_started_on_one_replica_is_read_on_another(
         cookie = client.get_cookie(SESSION_COOKIE)
         assert cookie is not None
         there.set_cookie(SESSION_COOKIE, cookie.value)
-        started = _json(client, "/dashboard/policies/backtest", token, {"yaml": DEMO, "last": 5})
+        started = _json(client, "/dashboard/policies/backtest", token, {"yaml": strict, "last": 5})
         state = there.get(started.json["poll"], headers={"X-Requested-With": "fetch"}).json
         deadline = time.monotonic() + 30
         while state["status"] == "running" and time.monotonic() < deadline:
             state = there.get(state["poll"]).json
         assert state["status"] == "done", state
         assert state["job"] == started.json["job"] and state["result"]["items"] == 1
+        assert set(state["result"]["examples"]) == {item}
+        # The report keeps ids only: an item deleted since is no longer shown.
+        svc = loaded.extensions["clipmod"]
+        assert retention.delete_item(svc.sessions, svc.blobs, item) == retention.Outcome.DELETED
+        state = client.get(state["poll"]).json
+        assert state["result"]["items"] == 1 and state["result"]["examples"] == {}
     finally:
         replica.extensions["clipmod"].engine.dispose()
 
