@@ -154,18 +154,47 @@ def enqueue_scoring(app: Celery, item_ids: list[str], *, force: bool = False) ->
         if client is not None:
             if not item_ids and not force:
                 return
-            rang = client.set(BELL_KEY, "1", nx=not force, px=BELL_TTL_MS)
-            if rang:
-                try:
-                    _send(app, item_ids[:1] or [None])
-                except Exception:
-                    client.delete(BELL_KEY)  # best effort: let the next upload ring again
-                    raise
+            _ring(app, client, [item_ids[0] if item_ids else None], force=force)
             return
         _send(app, item_ids)
     except Exception as exc:
         log.exception("enqueue failed for %d items", len(item_ids))
         raise queue_unavailable(item_ids) from exc
+
+
+def wake_another(app: Celery) -> bool:
+    """After a full claim: ring the bell so that one more idle worker joins; True if it rang.
+
+    A claim that comes back full means more may be queued than this worker will take soon. A
+    backlog with no new uploads behind it (workers back after an outage, a burst accepted while
+    they were down) was otherwise worked by the one worker its wake-up reached, and the others
+    joined only when that worker's task budget ran out. Each worker that joins claims a full
+    batch and rings in turn, so idle workers join one after another. The ring keeps the
+    doorbell's rule (a bell set means a message is on its way), so an upload that finds it set
+    is still claimed. On other brokers every upload has its own message, which reaches every
+    worker already. Best effort: a broker error is logged, the budget's wake-up and the
+    reconciler still follow.
+    """
+    client = doorbell(app)
+    if client is None:
+        return False
+    try:
+        return _ring(app, client, [None], force=False)
+    except Exception as exc:
+        log.warning("could not wake another worker: %s", exc)
+        return False
+
+
+def _ring(app: Celery, client: redis.Redis, wake: Iterable[str | None], *, force: bool) -> bool:
+    """Set the bell and send one message, unless it was ringing already (`force`: always)."""
+    if not client.set(BELL_KEY, "1", nx=not force, px=BELL_TTL_MS):
+        return False  # a wake-up is on its way
+    try:
+        _send(app, wake)
+    except Exception:
+        client.delete(BELL_KEY)  # best effort: let the next upload ring again
+        raise
+    return True
 
 
 def queue_unavailable(item_ids: list[str]) -> ClipmodError:

@@ -99,6 +99,8 @@ class Settings:
     lease_s: float = 15.0
     stuck_after_s: float = 10.0
     sweep_every_s: float = 5.0
+    # Seconds one task call keeps claiming before it acknowledges its messages (workers/tasks).
+    score_budget_s: float = 2.0
     broker_poll_interval_s: float = 0.02
     log_level: str = "info"
     # The review dashboard (api/dashboard). An empty secret key means "generate one into the
@@ -201,6 +203,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         lease_s=_float(env, "LEASE_S", d["lease_s"]),
         stuck_after_s=_float(env, "STUCK_AFTER_S", d["stuck_after_s"]),
         sweep_every_s=_float(env, "SWEEP_EVERY_S", d["sweep_every_s"]),
+        score_budget_s=_float(env, "SCORE_BUDGET_S", d["score_budget_s"]),
         broker_poll_interval_s=_float(env, "BROKER_POLL_INTERVAL_S", d["broker_poll_interval_s"]),
         log_level=(_get(env, "LOG_LEVEL") or d["log_level"]).lower(),
         secret_key=_get(env, "SECRET_KEY") or d["secret_key"],

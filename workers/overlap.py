@@ -74,15 +74,20 @@ def score_queued(
     budget_s: float,
     ahead_pool: ThreadPoolExecutor,
     write_pool: ThreadPoolExecutor,
+    on_full: Callable[[], None] = lambda: None,
 ) -> tuple[list[str], bool]:
     """Score `item_ids` and then the oldest queued items, a full batch per claim; returns
-    (requeued ids, whether more may be waiting) once every write has ended."""
+    (requeued ids, whether more may be waiting) once every write has ended. `on_full` runs
+    after each claim that came back full: more may be queued than this worker takes soon."""
     size = scorer.settings.batch_size
     deadline = time.monotonic() + budget_s
 
     def take(ids: list[str]) -> Batch:
         before_claim()
-        return scorer.begin(ids, size)
+        batch = scorer.begin(ids, size)
+        if len(batch.work) >= size:
+            on_full()
+        return batch
 
     writes = WriteBehind(scorer, write_pool)
     ahead: Future[Batch] | None = None

@@ -13,6 +13,7 @@ down), after a short backoff so a redelivery loop stays slow.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from typing import Any
 
 from celery import Celery
 
-from clipmod.queue import SCORE_TASK, answer_bell, enqueue_scoring
+from clipmod.queue import SCORE_TASK, answer_bell, enqueue_scoring, wake_another
 from clipmod.settings import Settings
 from workers.batching import GatheringBatches
 from workers.overlap import score_queued
@@ -28,9 +29,8 @@ from workers.pipeline import Scorer
 
 log = logging.getLogger(__name__)
 
-# Seconds one task call keeps claiming: long enough that a wake-up message per this many
-# seconds costs nothing, short enough for a prompt ack and a warm shutdown under a backlog.
-SCORE_BUDGET_S = 2.0
+# How often at most a worker rings for another after a full claim (`Spread`).
+SPREAD_EVERY_S = 0.25
 
 
 class Backoff:
@@ -50,8 +50,33 @@ class Backoff:
         self.failures = 0
 
 
+class Spread:
+    """After a full claim, wake one more worker (`clipmod.queue.wake_another`), at most once
+    per `every_s`.
+
+    Why repeat it at all: a wake-up may be taken by a busy worker's own consumer (it prefetches)
+    instead of an idle worker, and then waits in that worker's buffer; the next ring, a quarter
+    of a second later, tries again. Why not at every batch: on a GPU a worker claims tens of
+    batches a second, and each message costs a consumer about a millisecond of CPU.
+    """
+
+    def __init__(self, ring: Callable[[], object], every_s: float = SPREAD_EVERY_S):
+        self.ring, self.every_s = ring, every_s
+        self._last = -every_s
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        with self._lock:  # the claim ahead runs in its own thread
+            if now - self._last < self.every_s:
+                return
+            self._last = now
+        self.ring()
+
+
 def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) -> None:
     backoff = Backoff()
+    spread = Spread(lambda: wake_another(app))
     ahead = ThreadPoolExecutor(1, thread_name_prefix="claim-ahead")
     writer = ThreadPoolExecutor(1, thread_name_prefix="write-behind")
 
@@ -67,7 +92,13 @@ def register(app: Celery, settings: Settings, get_scorer: Callable[[], Scorer]) 
         ids = list(dict.fromkeys(r.args[0] for r in requests if r.args))
         try:
             requeue, more = score_queued(
-                get_scorer(), ids, lambda: answer_bell(app), SCORE_BUDGET_S, ahead, writer
+                get_scorer(),
+                ids,
+                lambda: answer_bell(app),
+                settings.score_budget_s,
+                ahead,
+                writer,
+                on_full=spread,
             )
             if requeue:
                 log.warning("requeueing %d items", len(requeue))

@@ -2,14 +2,18 @@
 
 Against the real servers from `.ci/services`: the doorbell sends one message until a worker
 answers it, concurrent claims skip each other's locked rows instead of waiting on them, and the
-reconciler wakes a worker once for any number of stuck items.
+reconciler wakes a worker once for any number of stuck items; a backlog wakes every idle worker.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 from celery import Celery
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,8 +26,10 @@ from clipmod.queue import (
     enqueue_scoring,
     make_celery,
     prepare_broker,
+    wake_another,
 )
 from clipmod.settings import Settings
+from tests.e2e.conftest import start_worker, wait_for
 from tests.unit.test_leases import add_items, age
 from workers import store, sweeper
 
@@ -64,6 +70,14 @@ def test_the_doorbell_sends_one_message_until_a_worker_answers_it(broker: Celery
     assert messages(broker) == 3
 
 
+def test_a_full_claim_rings_for_another_worker_unless_the_bell_rings(broker: Celery) -> None:
+    answer_bell(broker)  # the claiming worker's own delete, right before its claim
+    assert wake_another(broker) is True and messages(broker) == 1
+    assert wake_another(broker) is False and messages(broker) == 1  # one is on its way
+    enqueue_scoring(broker, ["a"])
+    assert messages(broker) == 1  # an upload finds the bell set: that message will claim it
+
+
 def test_concurrent_claims_skip_locked_rows_instead_of_waiting(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -88,3 +102,34 @@ def test_the_reconciler_wakes_a_worker_once_for_any_number_of_stuck_items(
     age(sessions, ids, 120)
     done = sweeper.reconcile(sessions, broker, stuck_after_s=60)
     assert len(done.missing) == 1 and messages(broker) == 1
+
+
+def scored_by(health_url: str) -> int:
+    text = requests.get(f"{health_url}/metrics", timeout=10).text
+    found = re.search(r"^clipmod_items_scored_total (\S+)$", text, re.MULTILINE)
+    assert found, text[:2000]
+    return int(float(found.group(1)))
+
+
+def test_a_backlog_wakes_every_idle_worker(
+    production_settings: Settings,
+    sessions: sessionmaker[Session],
+    broker: Celery,
+    tmp_path: Path,
+) -> None:
+    """Workers back after an outage find a backlog and no new uploads: one wake-up reaches one
+    of them. Its full claims ring the bell (`clipmod.queue.wake_another`), so the idle one joins
+    at once. Without that it joined only when the first one's task budget ran out, or at the
+    reconciler's next wake-up; both are set far beyond this test here, so only the ring can
+    bring the second worker in."""
+    settings = dataclasses.replace(production_settings, score_budget_s=60.0, stuck_after_s=600.0)
+    workers = [start_worker(settings, tmp_path / f"worker-{n}.log") for n in range(2)]
+    try:
+        ids = add_items(sessions, 50 * settings.batch_size)
+        enqueue_scoring(broker, [], force=True)  # the one wake-up the burst left behind
+        wait_for(sessions, ids)
+        scored = [scored_by(w.health_url) for w in workers]
+        assert sum(scored) == len(ids) and min(scored) > 0, scored
+    finally:
+        for w in workers:
+            w.stop()

@@ -22,6 +22,7 @@ from clipmod.storage import BlobStore
 from tests.unit.test_leases import add_items, rows
 from workers import overlap, store
 from workers.pipeline import Scorer
+from workers.tasks import Spread
 
 
 def claim(
@@ -59,10 +60,16 @@ def scorer(
 
 
 def score_queued(
-    scorer: Scorer, ids: list[str], before_claim: Callable[[], None] = lambda: None, budget_s=60.0
+    scorer: Scorer,
+    ids: list[str],
+    before_claim: Callable[[], None] = lambda: None,
+    budget_s: float = 60.0,
+    on_full: Callable[[], None] = lambda: None,
 ) -> tuple[list[str], bool]:
     with ThreadPoolExecutor(1) as ahead, ThreadPoolExecutor(1) as writer:
-        return overlap.score_queued(scorer, ids, before_claim, budget_s, ahead, writer)
+        return overlap.score_queued(
+            scorer, ids, before_claim, budget_s, ahead, writer, on_full=on_full
+        )
 
 
 def test_score_queued_claims_full_batches_until_the_queue_is_empty(
@@ -70,10 +77,14 @@ def test_score_queued_claims_full_batches_until_the_queue_is_empty(
 ) -> None:
     ids = add_items(sessions, 10)
     rung: list[int] = []
-    requeued, more = score_queued(scorer, [ids[9]], lambda: rung.append(1))
+    full: list[int] = []
+    requeued, more = score_queued(
+        scorer, [ids[9]], lambda: rung.append(1), on_full=lambda: full.append(1)
+    )
     assert (requeued, more) == ([], False)
-    # 4 + 4 + 2: the short third claim says the queue is empty; each claim answered the bell.
-    assert len(rung) == 3
+    # 4 + 4 + 2: the short third claim says the queue is empty; each claim answered the bell,
+    # and each full one called for another worker.
+    assert len(rung) == 3 and len(full) == 2
     assert {r.status for r in rows(sessions, ids).values()} == {ItemStatus.SCORED}
     with sessions() as session:
         assert session.scalar(select(func.count(Verdict.id))) == 10
@@ -205,3 +216,14 @@ def test_a_failed_write_hands_back_only_its_batch_and_keeps_the_others_verdicts(
     assert scorer.held == set()
     with sessions() as session:
         assert session.scalar(select(func.count(Verdict.id))) == 12
+
+
+def test_spread_rings_at_most_once_per_interval() -> None:
+    rings: list[float] = []
+    spread = Spread(lambda: rings.append(time.monotonic()), every_s=0.2)
+    for _ in range(5):
+        spread()
+    assert len(rings) == 1  # a burst of full claims: one wake-up
+    time.sleep(0.25)
+    spread()
+    assert len(rings) == 2  # and again once the interval has passed
