@@ -15,7 +15,8 @@ from api.newitems import NewItem
 from api.params import decode_cursor, encode_cursor, page_limit
 from api.serialize import item_json
 from api.services import services
-from clipmod import retention
+from clipmod import retention, retry
+from clipmod.db import transaction
 from clipmod.errors import ClipmodError, InvalidInput, NotFound
 from clipmod.models import Action, Item, ItemStatus, Tenant, Verdict, new_id
 from clipmod.queue import enqueue_scoring
@@ -169,6 +170,36 @@ def delete_item(item_id: str) -> Response:
     if outcome == retention.Outcome.ALREADY_DELETED:
         raise _gone(item_id)
     return Response(status=204)
+
+
+@bp.post("/items/<item_id>/retry")
+@requires("items:write")
+def retry_item(item_id: str) -> tuple[Response, int]:
+    """202 with the item queued again, when it failed (`clipmod.retry` says when that helps);
+    `409 item_not_failed` otherwise: a queued, processing or scored item needs nothing."""
+    svc = services()
+    with transaction(svc.sessions) as session:
+        item = session.scalar(select(Item).where(Item.id == item_id, Item.tenant_id == g.tenant.id))
+        if item is None:
+            raise NotFound(f"no item {item_id!r}", code="item_not_found")
+        if item.status == ItemStatus.DELETED:
+            raise _gone(item_id)
+        if item.status != ItemStatus.FAILED:
+            raise ClipmodError(
+                f"item {item_id!r} is {item.status.value}, not failed: nothing to retry",
+                code="item_not_failed",
+                status=409,
+            )
+        external_id = item.external_id
+        ids = retry.requeue(session, retry.FailedFilter(item_ids=[item_id]))
+    retry.wake(svc.celery, ids)
+    body = {
+        "id": item_id,
+        "external_id": external_id,
+        "status": "queued",
+        "links": {"self": url_for("items.get_item", item_id=item_id)},
+    }
+    return jsonify(body), 202
 
 
 def _choice(name: str, allowed: list[str]) -> str | None:

@@ -67,6 +67,9 @@ OPERATIONS: dict[str, Op] = {
     ),
     "items.get_item": Op("One item and its verdict", {200: s.ItemOut}, (404, 410)),
     "items.delete_item": Op("Delete an item (tombstone); again: 410", {204: None}, (404, 410)),
+    "items.retry_item": Op(
+        "Queue a failed item again (409 unless it failed)", {202: s.ItemAccepted}, (404, 409, 410)
+    ),
     "webhooks.receive": Op(
         "The platform's signed upload webhook (body as POST /v1/items)",
         {202: s.ItemAccepted, 200: s.ItemOut},

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli import admin, banks, client, policy, run, tenants, traffic, users
+from cli import admin, banks, client, items, policy, run, tenants, traffic, users
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     admin.register(sub)
     tenants.register(sub)
+    items.register(sub)
     run.register(sub)
     client.register(sub)
     ev = sub.add_parser("eval", help="evaluate the bundled demo model and policy")

@@ -35,6 +35,7 @@ ACTIONS = (
     "similar",
     "user_created",
     "bank_add",  # an item added to a bank from its dashboard page (api.dashboard.banking)
+    "retry",  # failed items queued again (api.dashboard.failures)
     # policy changes (clipmod.policy.ship), from the editor, the CLI or the API
     "policy_publish",
     "policy_activate",

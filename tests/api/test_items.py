@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod.models import Item
+from clipmod.models import Item, ItemStatus
 from clipmod.settings import Settings
 from tests import images
 from tests.api.conftest import auth
@@ -333,3 +333,56 @@ def test_api_answers_neither_read_nor_set_a_dashboard_session(
         assert resp.status_code in (200, 202)
         assert "Set-Cookie" not in resp.headers
         assert "Cookie" not in resp.headers.get("Vary", "")
+
+
+# -- retrying a failed item --------------------------------------------------------------------
+
+
+def fail(sessions: sessionmaker[Session], item_id: str, code: str = "url_unreachable") -> None:
+    """What a worker leaves behind when an item fails (see `workers.store`)."""
+    with sessions.begin() as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        item.status, item.attempts = ItemStatus.FAILED, 3
+        item.error_code, item.error_message = code, "the server did not answer"
+
+
+def test_a_failed_item_is_queued_again_on_retry(
+    client: FlaskClient, api_key: str, other_key: str, sessions: sessionmaker[Session]
+) -> None:
+    item_id = client.post(
+        "/v1/items", json={"text": "hello", "external_id": "r-1"}, headers=auth(api_key)
+    ).get_json()["id"]
+    assert error_of(client.post(f"/v1/items/{item_id}/retry", headers=auth(api_key))) == (
+        409,
+        "item_not_failed",
+    )
+    fail(sessions, item_id)
+    assert error_of(client.post(f"/v1/items/{item_id}/retry", headers=auth(other_key))) == (
+        404,
+        "item_not_found",
+    )
+    resp = client.post(f"/v1/items/{item_id}/retry", headers=auth(api_key))
+    assert resp.status_code == 202
+    assert resp.get_json() == {
+        "id": item_id,
+        "external_id": "r-1",
+        "status": "queued",
+        "links": {"self": f"/v1/items/{item_id}"},
+    }
+    with sessions() as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        assert (item.status, item.attempts, item.error_code, item.error_message) == (
+            ItemStatus.QUEUED,
+            0,
+            None,
+            None,
+        )
+    again = client.get(f"/v1/items/{item_id}", headers=auth(api_key)).get_json()
+    assert again["status"] == "queued" and again.get("error") is None
+    assert client.delete(f"/v1/items/{item_id}", headers=auth(api_key)).status_code == 204
+    assert error_of(client.post(f"/v1/items/{item_id}/retry", headers=auth(api_key))) == (
+        410,
+        "item_deleted",
+    )

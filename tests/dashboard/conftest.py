@@ -186,9 +186,10 @@ def sign_in(client: FlaskClient, email: str, password: str = PASSWORD) -> str:
 @pytest.fixture(scope="module")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[live.Live]:
     """One running service per test module (tests keep apart by using their own tenants),
-    with the review-heavy demo policy active so uploads wait for people."""
+    with the review-heavy demo policy active so uploads wait for people. Image URLs may point
+    at 127.0.0.1 (an image host a test starts and stops: tests/dashboard/test_failures_browser)."""
     data_dir = tmp_path_factory.mktemp("live")
-    settings = make_settings(data_dir)
+    settings = make_settings(data_dir, fetch_allow="127.0.0.1/32")
     migrate.upgrade(settings)
     stack = live.start(settings, data_dir)
     try:

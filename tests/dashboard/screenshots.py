@@ -2,8 +2,8 @@
 
 Starts the real service (worker + `clipmod serve`) on a fresh embedded database, seeds it the
 way a team would (keys, people, the review-heavy demo policy, sample uploads, a moderator's
-decisions in the browser), then photographs the queue and an item page at 1280x800, and the
-policy editor (`editor_screens`).
+decisions in the browser, image URLs that fail), then photographs the queue, an item page and
+the Failed page at 1280x800, and the policy editor (`editor_screens`).
 
     python -m tests.dashboard.screenshots docs/
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
+from cli.supervise import free_port
 from clipmod import migrate
 from tests.conftest import make_settings
 from tests.dashboard import editor_screens, live
@@ -65,15 +66,23 @@ def seed(stack: live.Live) -> None:
         )
         ids.append(resp.json()["id"])
     stack.wait_scored("acme", ids[: len(ids) // 2])
-    stack.wait_scored("globex", [])
+    # Failures for the Failed page: an image host that is down, and a URL that is no image.
+    down = free_port()
+    failing = [(f"http://127.0.0.1:{down}/listing-{n}.jpg", f"listing-{n}") for n in range(3)]
+    failing.append((f"{stack.url}/healthz", "avatar-7"))
+    failed = []
+    for url, external_id in failing:
+        body = {"image_url": url, "external_id": external_id}
+        failed.append(stack.api("POST", "/v1/items", stack.key("globex"), json=body).json()["id"])
+    stack.wait_scored("globex", failed)
 
 
 def main(out_dir: str) -> int:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "dashboard-queue.png", out / "dashboard-item.png"]
+    written = [out / f"dashboard-{name}.png" for name in ("queue", "item", "failed")]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(Path(tmp))
+        settings = make_settings(Path(tmp), fetch_allow="127.0.0.1/32")
         migrate.upgrade(settings)
         stack = live.start(settings, Path(tmp))
         try:
@@ -99,6 +108,8 @@ def main(out_dir: str) -> int:
                 page.keyboard.press(" ")
                 settle(page)
                 page.screenshot(path=str(out / "dashboard-item.png"), full_page=True)
+                page.goto(stack.url + "/dashboard/failed")
+                page.screenshot(path=str(out / "dashboard-failed.png"))
                 written += editor_screens.shoot(browser, stack.url, "admin@example.com", out)
                 browser.close()
         finally:

@@ -10,10 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from cli.supervise import free_port
 from clipmod import keys
 from clipmod.db import make_engine, make_sessionmaker
+from clipmod.models import ItemStatus
 from clipmod.settings import Settings
 from tests.e2e.conftest import env_for
 
@@ -154,3 +156,27 @@ def test_keys_create_admin_reaches_the_policy_endpoints(settings: Settings) -> N
             assert resp.status_code == (200 if admin else 403), resp.get_json()
     finally:
         app.extensions["clipmod"].engine.dispose()
+
+
+def test_items_failed_and_retry(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    from tests.dashboard.test_failures import failed, statuses
+
+    down = [failed(sessions, "url_unreachable") for _ in range(2)]
+    corrupt = failed(sessions, "corrupt_image", tenant="globex")
+    done = clipmod("items", "failed", "--list", "5", settings=settings)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["by_code"] == {"url_unreachable": 2, "corrupt_image": 1}
+    assert {row["id"] for row in report["newest"]} == {*down, corrupt}
+    shown = clipmod("items", "retry", settings=settings)  # without --yes: only shows
+    assert json.loads(shown.stdout) == {"would_retry": 2, "by_code": {"url_unreachable": 2}}
+    assert "add --yes" in shown.stderr
+    assert statuses(sessions, down) == [ItemStatus.FAILED] * 2
+    done = clipmod("items", "retry", "--yes", settings=settings)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["retried"] == 2 and "queued 2 failed items" in done.stderr
+    assert statuses(sessions, [*down, corrupt]) == [ItemStatus.QUEUED] * 2 + [ItemStatus.FAILED]
+    named = clipmod("items", "retry", corrupt, "--yes", settings=settings)  # any code by id
+    assert json.loads(named.stdout)["ids"] == [corrupt]
+    unknown = clipmod("items", "failed", "--tenant", "nobody", settings=settings)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import requests
 from celery import Celery
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from clipmod import retry
 from clipmod.db import make_engine, make_sessionmaker, transaction
+from clipmod.models import Item, ItemStatus
 from clipmod.queue import (
     SCORE_QUEUE,
     answer_bell,
@@ -133,3 +135,32 @@ def test_a_backlog_wakes_every_idle_worker(
     finally:
         for w in workers:
             w.stop()
+
+
+def test_retried_failures_are_queued_once_and_wake_one_worker(
+    sessions: sessionmaker[Session], broker: Celery
+) -> None:
+    ids = add_items(sessions, 4)
+    codes = ["url_timeout", "url_timeout", "scoring_error", "corrupt_image"]
+    with transaction(sessions) as session:
+        for item_id, code in zip(ids, codes, strict=True):
+            session.execute(
+                update(Item)
+                .where(Item.id == item_id)
+                .values(status=ItemStatus.FAILED, error_code=code, attempts=3)
+            )
+    transient = retry.FailedFilter(codes=retry.TRANSIENT_CODES)
+    with transaction(sessions) as session:
+        assert retry.by_code(session, retry.FailedFilter()) == {
+            "url_timeout": 2,
+            "corrupt_image": 1,
+            "scoring_error": 1,
+        }
+        again = retry.requeue(session, transient)
+        assert sorted(again) == sorted(ids[:3])
+        assert retry.requeue(session, transient) == []  # each failure is queued once
+    assert retry.wake(broker, again) and messages(broker) == 1
+    with sessions() as session:
+        rows = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(ids)))}
+    assert [rows[i].status for i in ids] == [ItemStatus.QUEUED] * 3 + [ItemStatus.FAILED]
+    assert {(rows[i].attempts, rows[i].error_code) for i in ids[:3]} == {(0, None)}

@@ -191,6 +191,17 @@
     refresh();
   }
 
+  // Failed items: "Retry all" asks first when it would queue many at once.
+  const retryAll = document.getElementById("retry-all");
+  if (retryAll) {
+    retryAll.addEventListener("submit", (e) => {
+      const n = Number(retryAll.dataset.count || 0);
+      if (n > Number(retryAll.dataset.confirmOver || 0) && !window.confirm(`Queue ${n} failed items again?`)) {
+        e.preventDefault();
+      }
+    });
+  }
+
   const queueKeys = (e) => {
     const k = e.key;
     if (!table) {
