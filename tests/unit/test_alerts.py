@@ -26,3 +26,12 @@ def test_alert_rules_use_exported_metrics() -> None:
     for rule in rules:
         for name in re.findall(r"clipmod_\w+", rule["expr"]):
             assert name in exported, f"{rule['alert']}: {name} is not exported"
+
+
+def test_the_transient_failure_alert_names_the_codes_a_retry_is_for() -> None:
+    from clipmod.retry import TRANSIENT_CODES
+
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    (rule,) = [r for r in rules if r["alert"] == "ClipmodTransientFailures"]
+    codes = re.search(r'code=~"([^"]+)"', rule["expr"])
+    assert codes is not None and set(codes.group(1).split("|")) == set(TRANSIENT_CODES)
