@@ -91,4 +91,6 @@ def retry_failed() -> Any:
     flash(f"Queued {n} failed item{'s' * (n != 1)} again." if n else "Nothing to retry.", "ok")
     if n and not woken:
         flash("The broker is unreachable: a worker will be woken by the reconciler.", "warn")
+    if item_id and request.form.get("back") == "item":  # from the item's own page
+        return redirect(url_for("dashboard.item_page", item_id=item_id), code=303)
     return redirect(url_for("dashboard.failed_page", **args), code=303)

@@ -103,3 +103,22 @@ def test_retry_needs_the_csrf_token(
     sign_in(client, admin.email)
     assert client.post("/dashboard/failed/retry", data={"item": item}).status_code == 400
     assert statuses(sessions, [item]) == [ItemStatus.FAILED]
+
+
+def test_an_admin_retries_from_the_items_own_page(
+    client: FlaskClient, admin: User, alice: User, sessions: sessionmaker[Session]
+) -> None:
+    item = failed(sessions, "scoring_error")
+    token = sign_in(client, alice.email)
+    assert 'id="retry-item"' not in client.get(f"/dashboard/items/{item}").get_data(as_text=True)
+    client.post("/dashboard/logout", data={"csrf_token": token})
+    token = sign_in(client, admin.email)
+    page = client.get(f"/dashboard/items/{item}").get_data(as_text=True)
+    assert 'id="retry-item"' in page and "scoring_error" in page
+    resp = client.post(
+        "/dashboard/failed/retry", data={"csrf_token": token, "item": item, "back": "item"}
+    )
+    assert resp.headers["Location"] == f"/dashboard/items/{item}"
+    assert statuses(sessions, [item]) == [ItemStatus.QUEUED]
+    page = client.get(f"/dashboard/items/{item}").get_data(as_text=True)
+    assert "Queued 1 failed item again." in page and 'id="retry-item"' not in page
