@@ -89,6 +89,8 @@ def retry_failed() -> Any:
     woken = retry.wake(svc.celery, ids)
     n = len(ids)
     flash(f"Queued {n} failed item{'s' * (n != 1)} again." if n else "Nothing to retry.", "ok")
+    if n == retry.MAX_RETRY:
+        flash(f"A retry takes at most {n} items: press it again for the rest.", "warn")
     if n and not woken:
         flash("The broker is unreachable: a worker will be woken by the reconciler.", "warn")
     if item_id and request.form.get("back") == "item":  # from the item's own page

@@ -42,6 +42,8 @@ STALE_S = 30.0
 
 Work = Callable[["Job"], dict[str, Any]]
 
+_INTERNAL = {"code": "internal_error", "message": "the job failed; see the server log"}
+
 
 def _runner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:128]
@@ -70,7 +72,7 @@ def _error(exc: BaseException, job_id: str) -> dict[str, Any]:
     if isinstance(exc, ClipmodError):
         return {"code": exc.code, "message": exc.message}
     log.error("job %s failed", job_id, exc_info=exc)
-    return {"code": "internal_error", "message": "the job failed; see the server log"}
+    return dict(_INTERNAL)
 
 
 class Jobs:
@@ -227,8 +229,7 @@ class Jobs:
             # row then reads as interrupted once its heartbeat is stale.
             log.exception("job %s: could not store its outcome", job.id)
             try:
-                failed = {"code": "internal_error", "message": "the job failed; see the server log"}
-                self._write(job, phase="done", status=JobStatus.FAILED, error=failed)
+                self._write(job, phase="done", status=JobStatus.FAILED, error=dict(_INTERNAL))
             except Exception:
                 log.exception("job %s: could not store its failure either", job.id)
         finally:
