@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
-from flask import Blueprint, Response, g, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -122,13 +123,21 @@ def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
         # Again: a concurrent delete may have taken it (see BlobStore). Both puts reuse the
         # digest the row was inserted with: the bytes are hashed once per upload.
         svc.blobs.put(upload.image, upload.image_sha256)
+    return _accepted(item.id, upload.external_id)
+
+
+def _accepted(item_id: str, external_id: str | None) -> tuple[Response, int]:
+    """The 202 of an item queued (new, or retried). By hand, not `url_for` + `jsonify`: those
+    two cost 0.02 ms of an upload's ~1.15 ms of server CPU (two interleaved runs of
+    `bench.intake` against the same server patched). The path is `get_item`'s route; the API
+    tests compare `links.self` with it."""
     body = {
-        "id": item.id,
-        "external_id": upload.external_id,
+        "id": item_id,
+        "external_id": external_id,
         "status": "queued",
-        "links": {"self": url_for("items.get_item", item_id=item.id)},
+        "links": {"self": f"{request.script_root}/v1/items/{item_id}"},
     }
-    return jsonify(body), 202
+    return Response(json.dumps(body), mimetype="application/json"), 202
 
 
 def _drop_blob(upload: Upload) -> None:
@@ -193,13 +202,7 @@ def retry_item(item_id: str) -> tuple[Response, int]:
         external_id = item.external_id
         ids = retry.requeue(session, retry.FailedFilter(item_ids=[item_id]))
     retry.wake(svc.celery, ids)
-    body = {
-        "id": item_id,
-        "external_id": external_id,
-        "status": "queued",
-        "links": {"self": url_for("items.get_item", item_id=item_id)},
-    }
-    return jsonify(body), 202
+    return _accepted(item_id, external_id)
 
 
 def _choice(name: str, allowed: list[str]) -> str | None:
