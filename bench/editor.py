@@ -27,6 +27,7 @@ from sqlalchemy import select
 from api import create_app
 from api.policies import RUNTIME_KEY
 from bench.backtest import StubEncoder, build
+from clipmod import migrate
 from clipmod import settings as settings_mod
 from clipmod.db import transaction
 from clipmod.models import Role, User
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (path / "clipmod.db").exists():
         build(path, args.items, args.dim)
     settings = settings_mod.load({"CLIPMOD_DATA_DIR": str(path), "CLIPMOD_BLUR_AT": "0.5"})
+    migrate.upgrade(settings)  # a database built by an older checkout lacks newer tables
     app = create_app(settings)
     app.extensions[RUNTIME_KEY] = StubRuntime(args.dim)
     sessions = app.extensions["clipmod"].sessions
