@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
@@ -123,7 +122,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
         celery=make_celery(settings),
         key_cache=KeyCache(settings.key_cache_s),
     )
-    svc.intake = GroupCommit(functools.partial(newitems.store, svc.engine, svc.celery))
+    svc.intake = GroupCommit(newitems.Writer(svc.engine, svc.celery))
 
 
 def add_blueprints(app: Flask) -> None:

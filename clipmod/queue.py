@@ -127,6 +127,31 @@ def doorbell(app: Celery) -> redis.Redis | None:
     return _redis(url) if url.startswith(("redis://", "rediss://")) else None
 
 
+class OwnDoorbell:
+    """A doorbell client with a connection of its own, for one thread at a time (intake's group
+    leader, `api.newitems.Writer`).
+
+    Why: the shared client checks its connection out of a pool and back around every command,
+    and the check-out first looks for stray bytes on the socket: one more syscall that releases
+    the GIL, a thread hand-off on a busy API process. A single-connection client skips both.
+    It is made on first use (redis-py connects it at once, and the API must start while Redis
+    is down); after an error redis-py reconnects it on the next command.
+    """
+
+    def __init__(self, app: Celery):
+        url = str(app.conf.broker_url or "")
+        self.url = url if url.startswith(("redis://", "rediss://")) else None
+        self._client: redis.Redis | None = None
+
+    def client(self) -> redis.Redis | None:
+        """The client, None where every upload sends a message; raises if Redis is down."""
+        if self._client is None and self.url is not None:
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=5, single_connection_client=True
+            )
+        return self._client
+
+
 def answer_bell(app: Celery) -> None:
     """A worker calls this right before each claim of queued items.
 
@@ -139,7 +164,9 @@ def answer_bell(app: Celery) -> None:
         client.delete(BELL_KEY)
 
 
-def enqueue_scoring(app: Celery, item_ids: list[str], *, force: bool = False) -> None:
+def enqueue_scoring(
+    app: Celery, item_ids: list[str], *, force: bool = False, bell: OwnDoorbell | None = None
+) -> None:
     """Wake a worker for these items; the rows must be committed: a worker that
     hears of an uncommitted row finds nothing.
 
@@ -147,10 +174,11 @@ def enqueue_scoring(app: Celery, item_ids: list[str], *, force: bool = False) ->
     which the reconciler and hand-backs use): a worker deletes the bell before each claim, and
     a claim takes every queued item, not only the ones a message names. Elsewhere one message
     per item. A broker failure becomes `queue_unavailable` (503): the items are stored, and a
-    client that retries with the same `external_id` queues them again.
+    client that retries with the same `external_id` queues them again. `bell`: ring on that
+    client instead of the shared one.
     """
     try:
-        client = doorbell(app)
+        client = bell.client() if bell is not None else doorbell(app)
         if client is not None:
             if not item_ids and not force:
                 return

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from api import create_app
-from api.newitems import NewItem, store
+from api.newitems import NewItem, Writer
 from api.services import Services
 from clipmod import keys, migrate
 from clipmod.db import make_engine, transaction
@@ -106,7 +106,7 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
         # Beyond ASCII: PostgreSQL's rows travel as JSON escapes (an emoji as a surrogate pair).
         new_item(tenant_id, "é😀", text='héllo 😀 \u2028 日本 \\ "q"', metadata={"ключ": "😀"}),
     ]
-    assert store(svc.engine, svc.celery, batch) == [True, True, True, True]
+    assert Writer(svc.engine, svc.celery)(batch) == [True, True, True, True]
     with svc.sessions() as session:
         rows = {item.id: item for item in session.scalars(select(Item))}
     assert set(rows) == {job.id for job in batch}
@@ -141,7 +141,7 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
 def test_a_taken_external_id_is_reported_for_its_own_upload_only(
     svc: Services, tenant_id: int
 ) -> None:
-    assert store(svc.engine, svc.celery, [new_item(tenant_id, "taken")]) == [True]
+    assert Writer(svc.engine, svc.celery)([new_item(tenant_id, "taken")]) == [True]
     batch = [
         new_item(tenant_id, "new-1"),
         new_item(tenant_id, "taken"),
@@ -149,7 +149,7 @@ def test_a_taken_external_id_is_reported_for_its_own_upload_only(
         new_item(tenant_id, "twice"),  # the same id twice in one batch: the first wins
         new_item(tenant_id, None),
     ]
-    assert store(svc.engine, svc.celery, batch) == [True, False, True, False, True]
+    assert Writer(svc.engine, svc.celery)(batch) == [True, False, True, False, True]
     with svc.sessions() as session:
         stored = set(session.scalars(select(Item.id)))
     assert {batch[0].id, batch[2].id, batch[4].id} <= stored
@@ -160,8 +160,8 @@ def test_a_row_the_database_refuses_fails_only_its_own_upload(
     svc: Services, tenant_id: int
 ) -> None:
     batch = [new_item(tenant_id, "ok-1"), new_item(999_999, "orphan"), new_item(tenant_id)]
-    answers = store(
-        svc.engine, svc.celery, batch
+    answers = Writer(svc.engine, svc.celery)(
+        batch
     )  # no such tenant: a foreign key violation for the whole INSERT
     assert answers[0] is True and answers[2] is True
     assert isinstance(answers[1], Exception)
@@ -172,7 +172,7 @@ def test_a_row_the_database_refuses_fails_only_its_own_upload(
 def test_a_lost_database_fails_the_batch_at_once(svc: Services, tenant_id: int) -> None:
     dead = make_engine("postgresql+psycopg://clipmod@127.0.0.1:1/none", pool_pre_ping=False)
     try:
-        answers = store(dead, svc.celery, [new_item(tenant_id), new_item(tenant_id)])
+        answers = Writer(dead, svc.celery)([new_item(tenant_id), new_item(tenant_id)])
     finally:
         dead.dispose()
     assert all(isinstance(a, OperationalError) for a in answers)
@@ -187,7 +187,7 @@ def test_a_broker_outage_answers_each_upload_with_its_own_item(
     migrate.upgrade(settings)
     with app_services(settings) as (services, tenant):
         batch = [new_item(tenant, "one"), new_item(tenant, "two")]
-        answers = store(services.engine, services.celery, batch)
+        answers = Writer(services.engine, services.celery)(batch)
     for job, answer in zip(batch, answers, strict=True):
         assert isinstance(answer, ClipmodError) and answer.code == "queue_unavailable"
         assert job.id in str(answer) and str(answer).count("item ") == 1
@@ -221,21 +221,22 @@ def test_a_refused_upload_leaves_no_blob_behind(
 def test_a_connection_postgres_dropped_fails_one_batch_and_is_not_reused(
     production_settings: Settings,  # noqa: F811
 ) -> None:
-    """PostgreSQL's INSERT runs on the driver's cursor; a dead connection must still become
-    SQLAlchemy's OperationalError (a 503) and leave the pool, as SQLAlchemy would do itself."""
+    """PostgreSQL's INSERT runs on the driver's cursor, on a connection the writer keeps
+    between groups; a dead one must still become SQLAlchemy's OperationalError (a 503) for its
+    group only, and the next group must run on a new connection."""
     with app_services(production_settings) as (services, tenant):
-        services.engine.dispose()  # one pooled connection from here on: the one we kill
-        assert store(services.engine, services.celery, [new_item(tenant)]) == [True]
-        with services.engine.connect() as conn:
-            victim = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        writer = Writer(services.engine, services.celery)
+        assert writer([new_item(tenant)]) == [True]
         killer = make_engine(production_settings.database_url)
-        with killer.connect() as conn:
-            conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(victim)})")
+        with killer.connect() as conn:  # every other session of this database: the writer's too
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         killer.dispose()
-        [failed] = store(services.engine, services.celery, [new_item(tenant)])
+        [failed] = writer([new_item(tenant)])
         assert isinstance(failed, OperationalError), failed
-        fresh = store(services.engine, services.celery, [new_item(tenant)])
-        assert fresh == [True]  # on a new connection
+        assert writer([new_item(tenant)]) == [True]  # on a new connection
 
 
 def test_an_external_id_whose_item_vanishes_between_insert_and_lookup_is_a_retryable_503(
