@@ -82,11 +82,12 @@ _PG_INSERT = bulk.statement(_TABLE, (*_FIELDS, *_PG_DEFAULTS), returning="id")
 
 class Writer:
     """Writes a group of uploads (`GroupCommit` calls it), keeping two connections between
-    groups: on PostgreSQL one pooled database connection, on Redis one doorbell connection.
+    groups: on PostgreSQL one database connection (taken from the pool, then detached), on
+    Redis one doorbell connection.
 
     Why: the group's leader is the only writer at a time (`api.groupcommit`), so one of each is
-    enough, and checking them out per group cost an upload ~0.08 ms of the API's ~1.15 ms of
-    server CPU (intake/bare +0.02-0.03 in three A/B runs, docs/benchmarks.md): SQLAlchemy's
+    enough, and checking them out per group cost an upload 0.05-0.08 ms of the API's ~1.1 ms of
+    server CPU (intake/bare +0.02-0.03 in A/B runs, docs/benchmarks.md): SQLAlchemy's
     pool check-out and check-in with the autocommit switch, and redis-py's pool, which looks for
     stray bytes on the socket before every command (one more GIL-releasing syscall). A
     connection an INSERT finds dead is closed and the next group checks out a fresh one, as the
@@ -146,7 +147,8 @@ class Writer:
         """On the driver's own cursor: SQLAlchemy's result object for a text statement (its
         column map, built anew on every call) cost as much as the rest of the INSERT. What
         SQLAlchemy would add is kept: errors become its exceptions (the API answers
-        `OperationalError` with 503), and a connection the driver found dead is invalidated."""
+        `OperationalError` with 503), and a connection the driver found dead is closed, so the
+        next group runs on a new one."""
         # Intake has already refused what PostgreSQL's JSON cannot hold (NUL, lone surrogates,
         # NaN: `api.validation`), so these rows always parse.
         now = utcnow()
