@@ -100,7 +100,7 @@ class Writer:
         self.engine, self.celery = engine, celery
         self.bell = OwnDoorbell(celery)
         self._pg: PoolProxiedConnection | None = None
-        self._close_pg = weakref.finalize(self, lambda: None)
+        self._close_pg: weakref.finalize[[], Writer] | None = None
 
     def __call__(self, batch: list[NewItem]) -> list[bool | BaseException]:
         """Per upload: True (stored and queued), False (its external_id is taken), or its error."""
@@ -140,7 +140,8 @@ class Writer:
         return self._pg
 
     def _drop(self) -> None:
-        self._close_pg()
+        if self._close_pg is not None:
+            self._close_pg()
         self._pg = None
 
     def _insert_postgres(self, batch: list[NewItem]) -> set[str]:

@@ -114,17 +114,27 @@ def broker_backlog(app: Celery, recent_s: float, timeout: float = 2.0) -> int:
         return count
 
 
+# Every doorbell client's: a broker that does not answer fails a request, it does not hang it.
+_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
+def _redis_url(app: Celery) -> str | None:
+    """The broker's URL when it is Redis (the doorbell's home), else None."""
+    url = str(app.conf.broker_url or "")
+    return url if url.startswith(("redis://", "rediss://")) else None
+
+
 @lru_cache(maxsize=8)
 def _redis(url: str) -> redis.Redis:
     """One client (and connection pool) per broker URL for the process: kombu's producer
     builds a new redis-py client for every publish, a third of what a send cost."""
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return redis.Redis.from_url(url, **_TIMEOUTS)
 
 
 def doorbell(app: Celery) -> redis.Redis | None:
     """The Redis client the doorbell lives on, or None where every upload sends a message."""
-    url = str(app.conf.broker_url or "")
-    return _redis(url) if url.startswith(("redis://", "rediss://")) else None
+    url = _redis_url(app)
+    return _redis(url) if url is not None else None
 
 
 class OwnDoorbell:
@@ -139,15 +149,14 @@ class OwnDoorbell:
     """
 
     def __init__(self, app: Celery):
-        url = str(app.conf.broker_url or "")
-        self.url = url if url.startswith(("redis://", "rediss://")) else None
+        self.url = _redis_url(app)
         self._client: redis.Redis | None = None
 
     def client(self) -> redis.Redis | None:
         """The client, None where every upload sends a message; raises if Redis is down."""
         if self._client is None and self.url is not None:
             self._client = redis.Redis.from_url(
-                self.url, socket_timeout=5, socket_connect_timeout=5, single_connection_client=True
+                self.url, single_connection_client=True, **_TIMEOUTS
             )
         return self._client
 

@@ -78,11 +78,12 @@ def retry_failed() -> Any:
     item_id = request.form.get("item", "").strip()[:32]
     svc = services()
     with transaction(svc.sessions) as db:
-        which = _filter(db, args)
         if item_id:
             which = retry.FailedFilter(item_ids=[item_id])
-        elif "code" not in args:
-            which = retry.FailedFilter(tenant_ids=which.tenant_ids, codes=retry.TRANSIENT_CODES)
+        else:
+            which = _filter(db, args)
+            if "code" not in args:  # "Retry all" without a code: the transient ones
+                which = retry.FailedFilter(tenant_ids=which.tenant_ids, codes=retry.TRANSIENT_CODES)
         ids = retry.requeue(db, which)
         item = db.get(Item, item_id) if item_id else None
         audit.record(db, "retry", user=me(), item=item, detail={"count": len(ids), **args})
