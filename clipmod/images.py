@@ -326,6 +326,31 @@ def inspect(data: bytes, limits: ImageLimits) -> ImageInfo:
     return info
 
 
+# JPEG colour modes the GPU decoder turns into RGB as Pillow does (CMYK and YCCK are not).
+_GPU_JPEG_MODES = frozenset({"RGB", "L"})
+_ORIENTATION = 0x0112
+
+
+def plain_jpeg(data: bytes, limits: ImageLimits) -> bool:
+    """Whether a GPU JPEG decoder (`workers.gpujpeg`) gives this image the pixels Pillow would.
+
+    Only a single-frame JPEG in YCbCr or greyscale, within the limits, with no EXIF rotation
+    to apply: nvJPEG ignores EXIF and converts CMYK differently. Never raises: an image this
+    answers False for takes the CPU decoders, which give a broken one its own error code.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    try:
+        img = _open(data, limits)
+        return (
+            img.format == "JPEG"
+            and img.mode in _GPU_JPEG_MODES
+            and img.getexif().get(_ORIENTATION, 1) == 1
+        )
+    except Exception:
+        return False
+
+
 def decode_rgb(data: bytes, limits: ImageLimits, target: int | None = None) -> Image.Image:
     """Decode to RGB for the model; `target` (the model's input size) bounds the work.
 

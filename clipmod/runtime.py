@@ -110,7 +110,7 @@ class ClipRuntime:
         return view
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def encode_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
         """(n, 3, H, W) pixels → (n, d) L2-normalised float32 embeddings.
 
         uint8 pixels (what `preprocess` gives) are rescaled and normalised here, on the model's
@@ -119,7 +119,10 @@ class ClipRuntime:
         """
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if pixels.dtype == np.uint8:
+        if isinstance(pixels, torch.Tensor):  # uint8, decoded on the device (workers.gpujpeg)
+            scale, shift = self._affine()
+            batch = torch.addcmul(shift, pixels.to(self.device).float(), scale).to(self.dtype)
+        elif pixels.dtype == np.uint8:
             host = self._pinned_copy(pixels) if self.device.type == "cuda" else None
             raw = (
                 host.to(self.device, non_blocking=True)

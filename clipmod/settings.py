@@ -95,6 +95,8 @@ class Settings:
     decode_threads: int = 2
     # 0: decode in `decode_threads` threads; N: in N processes. `load` picks from the cores.
     decode_processes: int = 0
+    # JPEGs on the GPU (nvJPEG via torchvision, `workers.gpujpeg`): auto = where it is there.
+    gpu_jpeg: str = "auto"
     policy_refresh_s: float = 2.0
     lease_s: float = 15.0
     stuck_after_s: float = 10.0
@@ -199,6 +201,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_text_chars=_int(env, "MAX_TEXT_CHARS", d["max_text_chars"]),
         decode_threads=_int(env, "DECODE_THREADS", d["decode_threads"]),
         decode_processes=_int(env, "DECODE_PROCESSES", default_decode_processes(), minimum=0),
+        gpu_jpeg=_choice(env, "GPU_JPEG", d["gpu_jpeg"], ("auto", "on", "off")),
         policy_refresh_s=_float(env, "POLICY_REFRESH_S", d["policy_refresh_s"]),
         lease_s=_float(env, "LEASE_S", d["lease_s"]),
         stuck_after_s=_float(env, "STUCK_AFTER_S", d["stuck_after_s"]),

@@ -73,8 +73,13 @@ def _init(limits: ImageLimits, spec: ImageSpec, parent: int) -> None:
 def decode_job(data: bytes) -> Decoded:
     """Runs in a child: whatever goes wrong becomes this item's `Decoded` error."""
     assert _job is not None, "the pool's initializer did not run"
+    return decode_bytes(data, *_job)
+
+
+def decode_bytes(data: bytes, limits: ImageLimits, spec: ImageSpec) -> Decoded:
+    """One image's pixels or its error, in a child or (without processes) a worker's thread."""
     try:
-        return Decoded(pixels=pixels.decode_pixels(data, *_job))
+        return Decoded(pixels=pixels.decode_pixels(data, limits, spec))
     except ClipmodError as exc:
         return Decoded(code=exc.code, message=exc.message)
     except Exception as exc:

@@ -3,23 +3,22 @@
 Celery only hands us ids (see `workers.tasks`); everything here takes its dependencies
 explicitly, so tests drive it directly against a real database and model.
 
-One batch = one transaction to claim the items, decoding in a thread or process pool
-(`CLIPMOD_DECODE_PROCESSES`, see `workers.decoding`), ONE image forward pass and ONE text
-forward pass, then one transaction writing every verdict and embedding.
+One batch = one transaction to claim the items, decoding on the GPU or in a thread or process
+pool (`workers.prepare`), ONE image forward pass and ONE text forward pass, then one
+transaction writing every verdict and embedding.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import embeddings, images, pixels
+from clipmod import embeddings
 from clipmod.banks.live import LiveBanks
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError
@@ -28,9 +27,10 @@ from clipmod.policy import scoring
 from clipmod.runtime import ClipRuntime
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
-from workers import decoding, ingest, metrics, store
+from workers import ingest, metrics, store
 from workers.metrics import StageTimer
 from workers.policies import PolicyCache
+from workers.prepare import Preparer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class _Work:
     text: str | None
     version_id: int
     shadow_version_id: int | None
-    pixels: np.ndarray | None = None
+    pixels: np.ndarray | torch.Tensor | None = None  # a tensor: decoded on the model's GPU
     windows: list[list[int]] = field(default_factory=list)
     error: ClipmodError | None = None
     image_emb: np.ndarray | None = None
@@ -94,23 +94,14 @@ class Scorer:
         # Claimed, neither written nor handed back yet: after a failed hand-back (the database
         # went away) no message names them, and the heartbeat keeps renewing their lease.
         self.held: set[str] = set()
-        self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        self._limits = images.ImageLimits.from_settings(settings)
-        self._processes = (
-            decoding.DecodePool(settings.decode_processes, self._limits, runtime.image_spec)
-            if settings.decode_processes > 0
-            else None
-        )
+        self._preparer = Preparer(settings, runtime, blobs)
 
     def warm(self) -> None:
         """Start the decode processes before the worker says it is ready."""
-        if self._processes is not None:
-            self._processes.warm()
+        self._preparer.warm()
 
     def close(self) -> None:
-        self._decoder.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.close()
+        self._preparer.close()
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -215,65 +206,16 @@ class Scorer:
                     self.policies.bank(session, shadow)
             return work
 
-    @contextmanager
-    def _item_guard(self, w: _Work) -> Iterator[None]:
-        """Whatever goes wrong preparing an item fails this item only, never its batch.
-
-        Inputs are chosen by adversaries, so an unforeseen exception here is a property of the
-        item, and retrying its batch-mates three times would only fail them too.
-        """
-        try:
-            yield
-        except ClipmodError as exc:
-            w.error = exc
-        except FileNotFoundError:
-            w.error = ClipmodError("the stored image is missing", code="blob_missing")
-        except Exception as exc:
-            log.exception("item %s: preparing it failed; failing this item only", w.id)
-            w.error = ClipmodError(
-                f"the item could not be prepared for scoring ({type(exc).__name__})",
-                code="prepare_error",
-            )
-
-    def _decode_one(self, w: _Work) -> None:
-        with self._item_guard(w):
-            if w.image_sha256:
-                data = self.blobs.get(w.image_sha256)
-                w.pixels = pixels.decode_pixels(data, self._limits, self.runtime.image_spec)
-            if w.text:
-                w.windows = self.runtime.text_windows(w.text)
-
-    def _decode_in_processes(self, pool: decoding.DecodePool, work: list[_Work]) -> None:
-        """Blobs are read and text tokenised here; only the pixels cross to the children."""
-        jobs: list[tuple[_Work, bytes]] = []
-        for w in work:
-            with self._item_guard(w):
-                if w.image_sha256:
-                    jobs.append((w, self.blobs.get(w.image_sha256)))
-                if w.text:
-                    w.windows = self.runtime.text_windows(w.text)
-        decoded = pool.decode([data for _, data in jobs])
-        for (w, _), d in zip(jobs, decoded, strict=True):
-            if d.pixels is not None:
-                w.pixels = d.pixels
-                continue
-            if d.trace:
-                log.error("item %s: preparing it failed; failing this item only\n%s", w.id, d.trace)
-            w.error = ClipmodError(d.message, code=d.code)
-
     def _prepare(self, work: list[_Work]) -> None:
         ingest.fetch_urls(work, self.settings, self.blobs, self.sessions)
-        if self._processes is not None:
-            self._decode_in_processes(self._processes, work)
-        else:
-            list(self._decoder.map(self._decode_one, work))
+        self._preparer.prepare(work)
 
     def _forward(self, work: list[_Work]) -> None:
         ok = [w for w in work if w.error is None]
-        with_image = [(w, w.pixels) for w in ok if w.pixels is not None]
+        with_image = [w for w in ok if w.pixels is not None]
         if with_image:
-            emb = self.runtime.encode_pixels(np.stack([pixels for _, pixels in with_image]))
-            for (w, _), e in zip(with_image, emb, strict=True):
+            emb = self.runtime.encode_pixels(self._stack([w.pixels for w in with_image]))
+            for w, e in zip(with_image, emb, strict=True):
                 w.image_emb = e[None, :]
         with_text = [w for w in ok if w.windows]
         if with_text:
@@ -283,6 +225,16 @@ class Scorer:
             for w in with_text:
                 w.text_emb = emb[start : start + len(w.windows)]
                 start += len(w.windows)
+
+    def _stack(self, parts: list[np.ndarray | torch.Tensor | None]) -> np.ndarray | torch.Tensor:
+        """One batch of pixels: on the device when some were decoded there (the rest join them
+        with one copy each), else on the host, where `encode_pixels` pins it for the copy."""
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.stack(parts)  # type: ignore[arg-type]
+        device = self.runtime.device
+        return torch.stack(
+            [p if isinstance(p, torch.Tensor) else torch.from_numpy(p).to(device) for p in parts]
+        )
 
     def _outcomes(
         self, session: Session, work: list[_Work], version_of: Callable[[_Work], int | None]
