@@ -61,6 +61,34 @@ gpu-redis: ## Debian's redis-server unpacked with its libraries into .bench/redi
 	for lib in $(REDIS_LIBS); do cp -L /lib/x86_64-linux-gnu/$$lib.so.* .bench/redis/lib/; done
 	rm -rf .bench/redis/debs
 	LD_LIBRARY_PATH=.bench/redis/lib .bench/redis/root/usr/bin/redis-server --version
+	tar cJf .bench/redis.tar.xz -C .bench redis  # what travels: a quarter of the bytes
+
+PG15 := /usr/lib/postgresql/15
+# glibc's own libraries stay the machine's: a foreign copy breaks against its libc.
+PG_GLIBC := /(libc|libm|libmvec|libpthread|libdl|librt|libresolv|libutil|libanl|ld-linux-x86-64)\.so
+gpu-postgres: ## this machine's PostgreSQL 15 with its libraries, into .bench/postgres.tar.xz (bench/gpu_postgres.sh)
+	@[ -x $(PG15)/bin/postgres ] || { echo "need PostgreSQL 15 in $(PG15) (apt-get install postgresql-15)"; exit 1; }
+	rm -rf .bench/postgres .bench/postgres.tar.xz
+	mkdir -p .bench/postgres/root$(PG15)/bin .bench/postgres/root/usr/share/postgresql .bench/postgres/lib/gcc
+	cp -L $(PG15)/bin/postgres $(PG15)/bin/initdb $(PG15)/bin/pg_ctl .bench/postgres/root$(PG15)/bin/
+	# Every module (plpgsql, dict_snowball, conversions, contrib) but the LLVM JIT: libLLVM alone
+	# is ~100 MB and the server runs with jit=off. The man pages are left behind too.
+	cp -rL $(PG15)/lib .bench/postgres/root$(PG15)/
+	rm -rf .bench/postgres/root$(PG15)/lib/{bitcode,llvmjit.so,llvmjit_types.bc}
+	cp -rL /usr/share/postgresql/15 .bench/postgres/root/usr/share/postgresql/
+	rm -rf .bench/postgres/root/usr/share/postgresql/15/man
+	for tz in UTC Etc/UTC; do [ ! -e /usr/share/zoneinfo/$$tz ] || \
+	  install -D -m 644 /usr/share/zoneinfo/$$tz .bench/postgres/root/usr/share/zoneinfo/$$tz; done
+	set -o pipefail; ldd .bench/postgres/root$(PG15)/bin/* .bench/postgres/root$(PG15)/lib/*.so \
+	  | awk '/ => not found/ {print "missing: " $$1 > "/dev/stderr"; bad=1} / => \// {print $$3} END {exit bad}' \
+	  | sort -u | grep -vE '$(PG_GLIBC)' | xargs cp -L -t .bench/postgres/lib/
+	# libstdc++ and libgcc_s (for ICU) want glibc 2.36, the rest 2.34: they go in lib/gcc, which
+	# gpu_postgres.sh drops (using the machine's own) where ours do not load.
+	mv .bench/postgres/lib/libstdc++.so.* .bench/postgres/lib/libgcc_s.so.* .bench/postgres/lib/gcc/
+	LD_LIBRARY_PATH=.bench/postgres/lib:.bench/postgres/lib/gcc .bench/postgres/root$(PG15)/bin/postgres --version
+	tar -C .bench/postgres --owner=0 --group=0 --numeric-owner -cf - root lib | xz -T0 -6 > .bench/postgres.tar.xz
+	rm -rf .bench/postgres
+	@ls -l .bench/postgres.tar.xz
 
 eval: venv ## evaluate the bundled demo model and policy
 	$(BIN)/clipmod eval
@@ -84,4 +112,4 @@ editor-assets: ## rebuild the policy editor's vendored CodeMirror bundle (needs 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help venv run lint test test-fast bench gpu-wheels gpu-redis eval train-demo reproduce-demo migration screenshots editor-assets clean
+.PHONY: help venv run lint test test-fast bench gpu-wheels gpu-redis gpu-postgres eval train-demo reproduce-demo migration screenshots editor-assets clean

@@ -36,9 +36,11 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,18 +116,20 @@ def decode_ms(model_dir: Path, jpegs: list[bytes], n: int = 128) -> float:
     return best
 
 
-def stage_split(metrics_text: str) -> dict[str, float]:
-    """ms per item in each batch stage, from a worker's `/metrics` after a run."""
+def stage_split(metrics_texts: list[str]) -> dict[str, float]:
+    """ms per item in each batch stage, from the workers' `/metrics` after a run."""
     from prometheus_client.parser import text_string_to_metric_families
 
     sums: dict[str, float] = {}
     items = 0.0
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == "clipmod_batch_stage_seconds_sum":
-                sums[sample.labels["stage"]] = sample.value
-            elif sample.name == "clipmod_batch_size_sum":
-                items = sample.value
+    for metrics_text in metrics_texts:
+        for family in text_string_to_metric_families(metrics_text):
+            for sample in family.samples:
+                if sample.name == "clipmod_batch_stage_seconds_sum":
+                    stage = sample.labels["stage"]
+                    sums[stage] = sums.get(stage, 0.0) + sample.value
+                elif sample.name == "clipmod_batch_size_sum":
+                    items += sample.value
     return {k: v * 1000 / items for k, v in sums.items()} if items else {}
 
 
@@ -183,10 +187,11 @@ def pipeline(
     device: str = "cpu",
     broker: str | None = None,
     database: str | None = None,
+    workers: int = 1,
 ) -> tuple[float, dict[str, float]]:
-    """Steady-state e2e img/s, and the worker's ms per item by stage (see `stage_split`)."""
+    """Steady-state e2e img/s, and the workers' ms per item by stage (see `stage_split`)."""
     with fresh_database(database) as db_url:
-        return _pipeline(model_dir, jpegs, batch, device, broker, db_url)
+        return _pipeline(model_dir, jpegs, batch, device, broker, db_url, workers)
 
 
 def _pipeline(
@@ -196,6 +201,7 @@ def _pipeline(
     device: str,
     broker: str | None,
     database: str | None,
+    workers: int,
 ) -> tuple[float, dict[str, float]]:
     import urllib.request
 
@@ -214,25 +220,45 @@ def _pipeline(
         }
         env.update({"CLIPMOD_BROKER_URL": broker} if broker else {})
         env.update({"CLIPMOD_DATABASE_URL": database} if database else {})
-        env.update({k: v for k, v in os.environ.items() if k == "CLIPMOD_DECODE_PROCESSES"})
+        passed = ("CLIPMOD_DECODE_PROCESSES", "CLIPMOD_GPU_JPEG")
+        env.update({k: v for k, v in os.environ.items() if k in passed})
         settings = settings_mod.load(env)
         migrate.upgrade(settings)
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
         with transaction(sessions) as session:
             key = keys.create_key(session, "bench")
-        client = create_app(settings).test_client()
-        for data in tqdm(jpegs, desc="uploads", file=sys.stderr, leave=False):
-            resp = client.post(
+        app = create_app(settings)
+        local = threading.local()
+
+        def upload(data: bytes) -> None:
+            if not hasattr(local, "client"):
+                local.client = app.test_client()
+            resp = local.client.post(
                 "/v1/items",
                 data={"file": (io.BytesIO(data), "x.jpg")},
                 headers={"Authorization": f"Bearer {key}"},
                 content_type="multipart/form-data",
             )
             assert resp.status_code == 202, resp.get_json()
-        worker = WorkerProcess.start(settings_env(settings), log=data_dir / "worker.log")
-        worker.wait_ready(timeout=600)  # every upload is already in: nothing to settle
-        cpu_before = cpu_seconds(worker.proc.pid)
+
+        # Threads: intake's image check decodes each upload, and Pillow releases the GIL.
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for _ in tqdm(
+                pool.map(upload, jpegs),
+                total=len(jpegs),
+                desc="uploads",
+                file=sys.stderr,
+                leave=False,
+            ):
+                pass
+        started = [
+            WorkerProcess.start(settings_env(settings), log=data_dir / f"worker-{i}.log")
+            for i in range(workers)
+        ]
+        for worker in started:
+            worker.wait_ready(timeout=600)  # every upload is already in: nothing to settle
+        cpu_before = sum(cpu_seconds(w.proc.pid) for w in started)
         with sessions() as session:
             scored_before = session.scalar(select(func.count(Verdict.id))) or 0
         try:
@@ -244,15 +270,26 @@ def _pipeline(
                         now = session.scalar(select(func.count(Verdict.id))) or 0
                     bar.update(now - done)
                     done = now
-            with urllib.request.urlopen(f"{worker.health_url}/metrics", timeout=5) as resp:
-                split = stage_split(resp.read().decode())
-            # The worker's own CPU per item (decode processes, if any, are not in it): unlike
+            texts = []
+            for worker in started:
+                with urllib.request.urlopen(f"{worker.health_url}/metrics", timeout=5) as resp:
+                    texts.append(resp.read().decode())
+            split = stage_split(texts)
+            # The workers' own CPU per item (decode processes, if any, are not in it): unlike
             # wall time it barely moves when other jobs share the cores.
-            cpu = cpu_seconds(worker.proc.pid) - cpu_before
+            cpu = sum(cpu_seconds(w.proc.pid) for w in started) - cpu_before
             if len(jpegs) > scored_before:
                 split["cpu"] = cpu * 1000 / (len(jpegs) - scored_before)
         finally:
-            worker.stop()
+            for worker in started:
+                worker.stop()
+        # Which decoder the workers used (workers.gpujpeg logs it), and how often nvJPEG
+        # refused a batch (its items then decoded on the CPU).
+        logged = "".join(
+            (data_dir / f"worker-{i}.log").read_text(errors="replace") for i in range(workers)
+        )
+        split["nvjpeg"] = float("(nvJPEG)" in logged)
+        split["nvjpeg_refused"] = float(logged.count("nvJPEG refused"))
         with sessions() as session:
             stamps = sorted(session.scalars(select(Verdict.scored_at)))
         engine.dispose()
@@ -279,6 +316,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--broker", default=os.environ.get("CLIPMOD_BENCH_BROKER_URL"))
     parser.add_argument("--database", default=os.environ.get("CLIPMOD_BENCH_DATABASE_URL"))
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one GPU)")
     parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)
 
@@ -297,13 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         folder = folder_fn()
         jpegs = make_jpegs(args.images or n)
         bare = bare_forward(folder, jpegs, batch, args.bare_batches or bare_batches, args.device)
-        piped, split = pipeline(folder, jpegs, batch, args.device, args.broker, args.database)
+        piped, split = pipeline(
+            folder, jpegs, batch, args.device, args.broker, args.database, args.workers
+        )
         decode = decode_ms(folder, jpegs)
         cores = os.cpu_count() or 1
         ceiling = cores / (decode / 1000 * bare + cores)
+        decoder = "nvJPEG" if split.pop("nvjpeg", 0.0) else "CPU"
+        refused = int(split.pop("nvjpeg_refused", 0.0))
         results[name] = {
+            "jpeg_decoder": decoder,
+            "nvjpeg_refused_batches": refused,
             "batch": batch,
             "images": len(jpegs),
+            "workers": args.workers,
             "device": args.device,
             "backend": backend,
             "bare_forward_img_s": bare,
@@ -314,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             "worker_ms_per_item": split,
         }
         print(
-            f"{name:8s} {args.device} batch {batch} ({backend}): bare forward {bare:8.1f} img/s"
-            f" | e2e {piped:8.1f} img/s | e2e/bare = {piped / bare:.2f}",
+            f"{name:8s} {args.device} batch {batch} ({backend}, {args.workers} worker"
+            f"{'s' if args.workers > 1 else ''}): bare forward {bare:8.1f} img/s"
+            f" | e2e {piped:8.1f} img/s | e2e/bare = {piped / bare:.2f} | JPEGs on {decoder}",
             flush=True,
         )
         stages = " ".join(f"{k} {v:.2f}" for k, v in split.items() if k != "cpu")
