@@ -17,7 +17,6 @@ Run: `python -m bench.gpudecode [--device cuda] [--images N] [--batch N] [--json
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -25,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
 
 from bench.pipeline import make_jpegs, vit_b32_folder
 from clipmod import images, settings
@@ -33,16 +31,7 @@ from clipmod.policy import scoring
 from clipmod.policy.loader import load_policy_file
 from clipmod.runtime import ClipRuntime
 from workers import decoding
-from workers.gpujpeg import GpuJpeg, nvjpeg
-
-
-def pillow_full_scale(blobs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The `--stand-in` decoder: every pixel of the JPEG, as nvJPEG gives it, but on the CPU."""
-    out = []
-    for blob in blobs:
-        img = Image.open(io.BytesIO(blob.numpy().tobytes())).convert("RGB")
-        out.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
-    return out
+from workers.gpujpeg import GpuJpeg, full_scale_pillow, nvjpeg
 
 
 def rate(fn, batches: list[list[bytes]]) -> float:  # type: ignore[no-untyped-def]
@@ -111,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     jpegs = make_jpegs(args.images)
     batches = [jpegs[i : i + args.batch] for i in range(0, len(jpegs), args.batch)]
     limits = images.ImageLimits.from_settings(settings.load({}))
-    decode = pillow_full_scale if args.stand_in else nvjpeg(device)
+    decode = full_scale_pillow if args.stand_in else nvjpeg(device)
     out: dict[str, object] = {
         "device": args.device,
         "decoder": "pillow stand-in" if args.stand_in else "nvjpeg",

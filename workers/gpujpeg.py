@@ -23,10 +23,13 @@ machines it would replace the pinned torch), and GPU images ship their own.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from PIL import Image
 
 from clipmod import images
 from clipmod.images import ImageLimits
@@ -47,6 +50,19 @@ def nvjpeg(device: torch.device) -> DecodeFn:
         return out if isinstance(out, list) else [out]
 
     return decode
+
+
+def full_scale_pillow(blobs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """nvJPEG's output made on the host: every pixel of each JPEG, RGB, (3, H, W) uint8.
+
+    The stand-in where nvJPEG is not there (the CPU machines' tests, `bench.gpudecode
+    --stand-in`), so everything after the decode is the code a GPU runs.
+    """
+    out = []
+    for blob in blobs:
+        img = Image.open(io.BytesIO(blob.numpy().tobytes())).convert("RGB")
+        out.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
+    return out
 
 
 def draft_scale(width: int, height: int, target: int) -> int:
@@ -131,19 +147,29 @@ class GpuJpeg:
             decoded = self._decode(
                 [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in picked]
             )
+            on_gpu = self._model_sized(picked, decoded)
         except Exception as exc:  # nvJPEG refuses the whole list for one bad image
             log.warning(
                 "nvJPEG refused a batch of %d; decoding it on the CPU (%s)", len(picked), exc
             )
             return out
+        for i, pixels in on_gpu.items():
+            out[i] = pixels
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        return out
+
+    def _model_sized(
+        self, picked: list[int], decoded: list[torch.Tensor]
+    ) -> dict[int, torch.Tensor]:
+        """Decoded images, resized and cropped a group of one size at a time, by blob index;
+        one that is not 3-channel RGB is left out (the CPU decoders take it)."""
         by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
         for i, img in zip(picked, decoded, strict=True):
             if img.dim() == 3 and img.shape[0] == 3:
                 by_shape.setdefault(tuple(img.shape), []).append((i, img))
+        out: dict[int, torch.Tensor] = {}
         for group in by_shape.values():
             model_sized = resize_crop(torch.stack([img for _, img in group]), self.spec)
-            for (i, _), pixels in zip(group, model_sized, strict=True):
-                out[i] = pixels
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
+            out.update((i, pixels) for (i, _), pixels in zip(group, model_sized, strict=True))
         return out

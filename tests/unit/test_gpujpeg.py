@@ -26,19 +26,10 @@ from clipmod.pixels import ImageSpec
 from clipmod.settings import Settings
 from tests import images
 from tests.unit.test_pipeline import add_item
-from workers.gpujpeg import GpuJpeg, draft_scale, resize_crop
+from workers.gpujpeg import GpuJpeg, draft_scale, full_scale_pillow, resize_crop
 from workers.pipeline import Scorer
 
 LIMITS = ImageLimits(40_000_000, 12_000, 20.0)
-
-
-def full_scale(blobs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Stands in for nvJPEG: every JPEG decoded at full scale, RGB, as (3, H, W) uint8."""
-    out = []
-    for blob in blobs:
-        img = Image.open(io.BytesIO(blob.numpy().tobytes())).convert("RGB")
-        out.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
-    return out
 
 
 def photo(w: int = 640, h: int = 480, seed: int = 0) -> Image.Image:
@@ -92,7 +83,7 @@ def test_gpu_geometry_matches_the_cpu_path(spec: ImageSpec, size: tuple[int, int
     data = images.encode(photo(*size), quality=92)
     cpu = pixels.decode_pixels(data, LIMITS, spec).astype(np.int16)
     gpu = resize_crop(
-        full_scale([torch.frombuffer(bytearray(data), dtype=torch.uint8)])[0][None], spec
+        full_scale_pillow([torch.frombuffer(bytearray(data), dtype=torch.uint8)])[0][None], spec
     )
     assert gpu.shape[1:] == cpu.shape
     diff = np.abs(gpu[0].numpy().astype(np.int16) - cpu)
@@ -112,7 +103,7 @@ def test_draft_scale_is_pillows(size: tuple[int, int], target: int) -> None:
 
 def test_plain_jpegs_go_to_the_gpu_and_the_rest_come_back() -> None:
     spec = ImageSpec.from_processor(CLIPImageProcessor(size={"shortest_edge": 64}, crop_size=64))
-    gpu = GpuJpeg(spec, LIMITS, torch.device("cpu"), full_scale)
+    gpu = GpuJpeg(spec, LIMITS, torch.device("cpu"), full_scale_pillow)
     blobs = [
         images.encode(photo()),
         images.encode(photo(), "PNG"),
@@ -129,12 +120,17 @@ def test_a_batch_the_decoder_refuses_falls_back_whole() -> None:
         raise RuntimeError("nvjpegDecodeBatched failed")
 
     def grey(blobs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [t[:1] for t in full_scale(blobs)]  # one channel: not what the model takes
+        return [t[:1] for t in full_scale_pillow(blobs)]  # one channel: not what the model takes
 
     spec = ImageSpec.from_processor(CLIPImageProcessor(size={"shortest_edge": 64}, crop_size=64))
     blobs = [images.encode(photo()), images.encode(photo(seed=2))]
     assert GpuJpeg(spec, LIMITS, torch.device("cpu"), refuse).decode(blobs) == [None, None]
     assert GpuJpeg(spec, LIMITS, torch.device("cpu"), grey).decode(blobs) == [None, None]
+
+    def empty(blobs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.zeros((3, 0, 0), dtype=torch.uint8) for _ in blobs]  # the resize raises
+
+    assert GpuJpeg(spec, LIMITS, torch.device("cpu"), empty).decode(blobs) == [None, None]
 
 
 def test_auto_stays_on_the_cpu_path_without_a_gpu() -> None:
@@ -171,7 +167,7 @@ def test_scorer_mixes_gpu_and_cpu_decoded_items_in_one_batch(
 
     def counting(blobs: list[torch.Tensor]) -> list[torch.Tensor]:
         seen.append(len(blobs))
-        return full_scale(blobs)
+        return full_scale_pillow(blobs)
 
     scorer = Scorer(settings, runtime, sessions, BlobStore(settings.blob_dir))
     try:
