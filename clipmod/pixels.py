@@ -52,21 +52,31 @@ class ImageSpec:
         assert self.resize_hw is not None
         return max(self.resize_hw)
 
-    def to_uint8(self, img: Image.Image) -> np.ndarray:
-        """RGB PIL image → uint8 CHW at the model's resolution (resize + centre crop)."""
-        w, h = img.size
+    def resized(self, w: int, h: int) -> tuple[int, int]:
+        """(width, height) after the processor's resize of a w x h image."""
         if self.shortest_edge:
             s = self.shortest_edge
-            new_w, new_h = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-        else:
-            assert self.resize_hw is not None
-            new_h, new_w = self.resize_hw
-        if (new_w, new_h) != (w, h):
+            return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+        assert self.resize_hw is not None
+        return self.resize_hw[1], self.resize_hw[0]
+
+    def crop_box(self, w: int, h: int) -> tuple[int, int, int, int] | None:
+        """(left, top, right, bottom) of the centre crop of a resized w x h image, or None."""
+        if not self.crop_hw:
+            return None
+        ch, cw = self.crop_hw
+        top, left = int((h - ch) / 2), int((w - cw) / 2)
+        return left, top, left + cw, top + ch
+
+    def to_uint8(self, img: Image.Image) -> np.ndarray:
+        """RGB PIL image → uint8 CHW at the model's resolution (resize + centre crop).
+        `workers.gpujpeg.resize_crop` does the same on a GPU, from `resized` and `crop_box`."""
+        new_w, new_h = self.resized(*img.size)
+        if (new_w, new_h) != img.size:
             img = img.resize((new_w, new_h), resample=Image.Resampling(self.resample))
-        if self.crop_hw:
-            ch, cw = self.crop_hw
-            top, left = int((new_h - ch) / 2), int((new_w - cw) / 2)
-            img = img.crop((left, top, left + cw, top + ch))
+        box = self.crop_box(new_w, new_h)
+        if box is not None:
+            img = img.crop(box)
         return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:

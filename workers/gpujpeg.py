@@ -92,20 +92,15 @@ def resize_crop(batch: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     if factor > 1:
         x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True)
         h, w = x.shape[-2:]
-    if spec.shortest_edge:
-        s = spec.shortest_edge
-        new_w, new_h = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-    else:
-        assert spec.resize_hw is not None
-        new_h, new_w = spec.resize_hw
+    new_w, new_h = spec.resized(w, h)
     if (new_h, new_w) != (h, w):
         x = torch.nn.functional.interpolate(
             x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
         )
-    if spec.crop_hw:
-        ch, cw = spec.crop_hw
-        top, left = int((new_h - ch) / 2), int((new_w - cw) / 2)
-        x = x[..., top : top + ch, left : left + cw]
+    box = spec.crop_box(new_w, new_h)
+    if box is not None:
+        left, top, right, bottom = box
+        x = x[..., top:bottom, left:right]
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
