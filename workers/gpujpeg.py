@@ -1,10 +1,10 @@
 """Decoding JPEGs on the GPU (nvJPEG, through torchvision), where the machine has it.
 
-On a GPU the model is no longer what limits a worker: ViT-B/32 in fp16 runs ~27,500 img/s on
-an H200, but decoding 640x480 JPEGs on its 16 cores tops out near 2,700 img/s even in
-processes (`workers.decoding`). nvJPEG decodes ~13,500 img/s there at batch 256. So on a CUDA
-device a batch's plain JPEGs are decoded, resized and cropped on the GPU, and reach the model
-without crossing back to the host.
+On a GPU the model is no longer what limits a worker: on an H200, ViT-B/32 in fp16 took
+~22,000 img/s (normalisation included), but 16 decode processes (`workers.decoding`) gave 1,816
+img/s of 640x480 JPEGs, and nvJPEG with this module's resize 10,376 (README "Benchmarks"). So on
+a CUDA device a batch's plain JPEGs are decoded, resized and cropped on the GPU, and reach the
+model without crossing back to the host.
 
 Only what the GPU decodes as Pillow would goes there (`images.plain_jpeg`: single-frame
 YCbCr or greyscale JPEG, no EXIF rotation, within the limits). Everything else (PNG, WebP,
@@ -13,9 +13,10 @@ results) takes the CPU decoders, which also give a broken image its own error co
 failure here therefore never fails an item.
 
 The pixels are close to, not identical with, the CPU path's: Pillow decodes JPEGs at a reduced
-DCT scale and resamples with its own bicubic filter, the GPU decodes at full scale and
-resamples with torch's antialiased bicubic. `bench.gpudecode` measures the difference in
-pixels and in embeddings; `CLIPMOD_GPU_JPEG=off` keeps a GPU worker on the CPU path.
+DCT scale and resamples with its own bicubic filter, the GPU decodes at full scale, box-averages
+to that scale and resamples with torch's antialiased bicubic. `bench.gpudecode` measures the
+difference in pixels and in embeddings; `CLIPMOD_GPU_JPEG=off` keeps a GPU worker on the CPU
+path.
 
 torchvision is imported here only, lazily: it is not a dependency of the project (on the CPU
 machines it would replace the pinned torch), and GPU images ship their own.
@@ -69,7 +70,7 @@ def draft_scale(width: int, height: int, target: int) -> int:
     """The DCT scale Pillow's JPEG draft mode decodes at (`JpegImagePlugin.draft`): the largest
     of 8, 4, 2, 1 that keeps both sides >= `target`."""
     fits = min(width // target, height // target)
-    return next(s for s in (8, 4, 2, 1) if fits >= s)
+    return next((s for s in (8, 4, 2) if fits >= s), 1)  # smaller than the target: full scale
 
 
 def resize_crop(batch: torch.Tensor, spec: ImageSpec) -> torch.Tensor:

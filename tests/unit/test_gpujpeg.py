@@ -78,7 +78,7 @@ def test_only_what_the_gpu_decodes_as_pillow_does_goes_there(data: bytes, expect
     ],
     ids=["shortest-224", "shortest-64", "fixed-96"],
 )
-@pytest.mark.parametrize("size", [(640, 480), (480, 640), (300, 300)])
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (300, 300), (160, 120)])
 def test_gpu_geometry_matches_the_cpu_path(spec: ImageSpec, size: tuple[int, int]) -> None:
     data = images.encode(photo(*size), quality=92)
     cpu = pixels.decode_pixels(data, LIMITS, spec).astype(np.int16)
@@ -92,7 +92,9 @@ def test_gpu_geometry_matches_the_cpu_path(spec: ImageSpec, size: tuple[int, int
     assert np.percentile(diff, 99) <= 4
 
 
-@pytest.mark.parametrize("size", [(640, 480), (4000, 3000), (225, 900), (1791, 449), (224, 224)])
+@pytest.mark.parametrize(
+    "size", [(640, 480), (4000, 3000), (225, 900), (1791, 449), (224, 224), (100, 80)]
+)
 @pytest.mark.parametrize("target", [64, 224])
 def test_draft_scale_is_pillows(size: tuple[int, int], target: int) -> None:
     img = Image.open(io.BytesIO(images.encode(Image.new("RGB", size))))
