@@ -331,24 +331,26 @@ _GPU_JPEG_MODES = frozenset({"RGB", "L"})
 _ORIENTATION = 0x0112
 
 
-def plain_jpeg(data: bytes, limits: ImageLimits) -> bool:
-    """Whether a GPU JPEG decoder (`workers.gpujpeg`) gives this image the pixels Pillow would.
+def plain_jpeg(data: bytes, limits: ImageLimits) -> tuple[int, int] | None:
+    """The (width, height) of a JPEG a GPU decoder (`workers.gpujpeg`) gives the pixels Pillow
+    would, else None.
 
     Only a single-frame JPEG in YCbCr or greyscale, within the limits, with no EXIF rotation
     to apply: nvJPEG ignores EXIF and converts CMYK differently. Never raises: an image this
-    answers False for takes the CPU decoders, which give a broken one its own error code.
+    answers None for takes the CPU decoders, which give a broken one its own error code.
     """
     if not data.startswith(b"\xff\xd8"):
-        return False
+        return None
     try:
         img = _open(data, limits)
-        return (
+        plain = (
             img.format == "JPEG"
             and img.mode in _GPU_JPEG_MODES
             and img.getexif().get(_ORIENTATION, 1) == 1
         )
     except Exception:
-        return False
+        return None
+    return img.size if plain else None
 
 
 def decode_rgb(data: bytes, limits: ImageLimits, target: int | None = None) -> Image.Image:

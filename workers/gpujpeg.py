@@ -7,10 +7,10 @@ a CUDA device a batch's plain JPEGs are decoded, resized and cropped on the GPU,
 model without crossing back to the host.
 
 Only what the GPU decodes as Pillow would goes there (`images.plain_jpeg`: single-frame
-YCbCr or greyscale JPEG, no EXIF rotation, within the limits). Everything else (PNG, WebP,
-CMYK, rotated phone photos) and every batch nvJPEG refuses as a whole (it returns no partial
-results) takes the CPU decoders, which also give a broken image its own error code. A
-failure here therefore never fails an item.
+YCbCr or greyscale JPEG, no EXIF rotation, within the limits), within a pixel budget.
+Everything else (PNG, WebP, CMYK, rotated phone photos, very large JPEGs) and every batch
+nvJPEG refuses as a whole (it returns no partial results) takes the CPU decoders, which also
+give a broken image its own error code. A failure here therefore never fails an item.
 
 The pixels are close to, not identical with, the CPU path's: Pillow decodes JPEGs at a reduced
 DCT scale and resamples with its own bicubic filter, the GPU decodes at full scale, box-averages
@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 
 # Raw JPEG bytes (1-D uint8 tensors on the host) -> uint8 (C, H, W) images on the device.
 DecodeFn = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+# GPU memory is shared with the model, and uploads are chosen by adversaries: nvJPEG decodes at
+# full scale, and the resize works on float32 copies, 12 bytes a pixel. So one call takes at
+# most BATCH_PIXELS (~1.5 GB as float32; a batch of 256 640x480 JPEGs is 79 M), and an image
+# above IMAGE_PIXELS (a 12 MP photo, say) goes to the CPU decoders, where draft mode decodes
+# it at 1/8 scale for a fraction of a full decode.
+IMAGE_PIXELS = 8_000_000
+BATCH_PIXELS = 128_000_000
 
 
 def nvjpeg(device: torch.device) -> DecodeFn:
@@ -109,9 +117,16 @@ class GpuJpeg:
     """Decodes the plain JPEGs of a batch on the device; the caller decodes the rest."""
 
     def __init__(
-        self, spec: ImageSpec, limits: ImageLimits, device: torch.device, decode: DecodeFn
+        self,
+        spec: ImageSpec,
+        limits: ImageLimits,
+        device: torch.device,
+        decode: DecodeFn,
+        image_pixels: int = IMAGE_PIXELS,
+        batch_pixels: int = BATCH_PIXELS,
     ):
         self.spec, self.limits, self.device = spec, limits, device
+        self.image_pixels, self.batch_pixels = image_pixels, batch_pixels
         self._decode = decode
 
     @classmethod
@@ -136,7 +151,7 @@ class GpuJpeg:
         """Model-sized uint8 (3, h, w) pixels on the device per blob, None where the CPU
         decoders must take it. Waits for the device, so the caller's stage timings hold."""
         out: list[torch.Tensor | None] = [None] * len(blobs)
-        picked = [i for i, data in enumerate(blobs) if images.plain_jpeg(data, self.limits)]
+        picked = self._pick(blobs)
         if not picked:
             return out
         try:
@@ -154,6 +169,19 @@ class GpuJpeg:
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
         return out
+
+    def _pick(self, blobs: list[bytes]) -> list[int]:
+        """The blobs this call decodes: plain JPEGs within the pixel budgets."""
+        picked, total = [], 0
+        for i, data in enumerate(blobs):
+            size = images.plain_jpeg(data, self.limits)
+            if size is None:
+                continue
+            pixels = size[0] * size[1]
+            if pixels <= self.image_pixels and total + pixels <= self.batch_pixels:
+                picked.append(i)
+                total += pixels
+        return picked
 
     def _model_sized(
         self, picked: list[int], decoded: list[torch.Tensor]

@@ -64,7 +64,25 @@ def rotated_jpeg() -> bytes:
     ids=["rgb", "grey", "png", "cmyk", "exif-rotated", "header-cut", "garbage", "too-long"],
 )
 def test_only_what_the_gpu_decodes_as_pillow_does_goes_there(data: bytes, expected: bool) -> None:
-    assert clipmod_images.plain_jpeg(data, LIMITS) is expected
+    size = clipmod_images.plain_jpeg(data, LIMITS)
+    assert (size is not None) is expected
+    if size is not None:
+        assert size == Image.open(io.BytesIO(data)).size
+
+
+def test_big_jpegs_and_a_full_budget_stay_on_the_cpu() -> None:
+    spec = ImageSpec.from_processor(CLIPImageProcessor(size={"shortest_edge": 64}, crop_size=64))
+    small, big = images.encode(photo(320, 240)), images.encode(photo(640, 480))
+    gpu = GpuJpeg(
+        spec,
+        LIMITS,
+        torch.device("cpu"),
+        full_scale_pillow,
+        image_pixels=640 * 480 - 1,  # `big` is one pixel over
+        batch_pixels=2 * 320 * 240,  # room for two small ones
+    )
+    out = gpu.decode([small, big, small, small])
+    assert [o is not None for o in out] == [True, False, True, False]
 
 
 @pytest.mark.parametrize(
