@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -161,6 +162,13 @@ def bare_forward(
     return float(np.median(rates))
 
 
+class PipelineRun(NamedTuple):
+    rate: float  # steady-state e2e img/s
+    split: dict[str, float]  # ms per item by stage, and the workers' CPU ("cpu")
+    jpeg_decoder: str  # "nvJPEG" or "CPU": what the workers logged (workers.gpujpeg)
+    nvjpeg_refused: int  # batches nvJPEG refused, decoded on the CPU instead
+
+
 @contextmanager
 def fresh_database(url: str | None) -> Iterator[str | None]:
     """A PostgreSQL server URL → a database of this run's own, dropped afterwards; anything
@@ -188,7 +196,7 @@ def pipeline(
     broker: str | None = None,
     database: str | None = None,
     workers: int = 1,
-) -> tuple[float, dict[str, float]]:
+) -> PipelineRun:
     """Steady-state e2e img/s, and the workers' ms per item by stage (see `stage_split`)."""
     with fresh_database(database) as db_url:
         return _pipeline(model_dir, jpegs, batch, device, broker, db_url, workers)
@@ -202,7 +210,7 @@ def _pipeline(
     broker: str | None,
     database: str | None,
     workers: int,
-) -> tuple[float, dict[str, float]]:
+) -> PipelineRun:
     import urllib.request
 
     from api import create_app
@@ -288,14 +296,13 @@ def _pipeline(
         logged = "".join(
             (data_dir / f"worker-{i}.log").read_text(errors="replace") for i in range(workers)
         )
-        split["nvjpeg"] = float("(nvJPEG)" in logged)
-        split["nvjpeg_refused"] = float(logged.count("nvJPEG refused"))
         with sessions() as session:
             stamps = sorted(session.scalars(select(Verdict.scored_at)))
         engine.dispose()
         first_batch = sum(1 for s in stamps if s == stamps[0])
         rate = (len(stamps) - first_batch) / (stamps[-1] - stamps[0]).total_seconds()
-        return rate, split
+        decoder = "nvJPEG" if "(nvJPEG)" in logged else "CPU"
+        return PipelineRun(rate, split, decoder, logged.count("nvJPEG refused"))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -335,14 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = folder_fn()
         jpegs = make_jpegs(args.images or n)
         bare = bare_forward(folder, jpegs, batch, args.bare_batches or bare_batches, args.device)
-        piped, split = pipeline(
+        piped, split, decoder, refused = pipeline(
             folder, jpegs, batch, args.device, args.broker, args.database, args.workers
         )
         decode = decode_ms(folder, jpegs)
         cores = os.cpu_count() or 1
         ceiling = cores / (decode / 1000 * bare + cores)
-        decoder = "nvJPEG" if split.pop("nvjpeg", 0.0) else "CPU"
-        refused = int(split.pop("nvjpeg_refused", 0.0))
         results[name] = {
             "jpeg_decoder": decoder,
             "nvjpeg_refused_batches": refused,
