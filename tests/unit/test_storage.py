@@ -1,8 +1,11 @@
-"""BlobStore.put with a digest the caller already has: intake hashes an upload once."""
+"""BlobStore.put: a digest the caller already has (intake hashes an upload once), and the write
+itself (create beside the target, write, rename), which intake runs for every new upload."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,47 @@ def test_put_without_a_digest_still_addresses_by_sha256(tmp_path: Path) -> None:
     digest = BlobStore(tmp_path).put(data)
     assert digest == hashlib.sha256(data).hexdigest()
     assert BlobStore(tmp_path).path(digest).read_bytes() == data
+
+
+def test_put_makes_a_missing_folder_and_leaves_only_the_blob(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "new-store")
+    digest = blobs.put(b"first bytes in their folder")
+    assert blobs.path(digest).read_bytes() == b"first bytes in their folder"
+    assert [p.name for p in (tmp_path / "new-store").rglob("*") if p.is_file()] == [digest]
+
+
+def test_put_writes_a_large_blob_whole_and_private(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024)  # more than one write() may take on some systems
+    blobs = BlobStore(tmp_path)
+    path = blobs.path(blobs.put(data))
+    assert path.read_bytes() == data
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # as tempfile.mkstemp made them
+
+
+def test_put_takes_another_temporary_name_when_one_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    folder = BlobStore(tmp_path).path(digest).parent
+    folder.mkdir(parents=True)
+    (folder / f".tmp-{1:016x}").write_bytes(b"another writer's")
+    names = iter([1, 1, 2])
+    monkeypatch.setattr(storage.random, "getrandbits", lambda _bits: next(names))
+    BlobStore(tmp_path).put(data, digest)
+    assert (folder / digest).read_bytes() == data
+    assert (folder / f".tmp-{1:016x}").read_bytes() == b"another writer's"
+    assert not (folder / f".tmp-{2:016x}").exists()  # renamed into place
+
+
+def test_a_failed_write_leaves_no_blob_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(_fd: int, _data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "write", full)
+    blobs = BlobStore(tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        blobs.put(b"bytes")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
