@@ -10,7 +10,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from api import limits
-from api.auth import authenticate_request, requires
+from api.auth import TenantRef, authenticate_request, requires
 from api.intake import Upload, parse_upload
 from api.newitems import NewItem
 from api.params import decode_cursor, encode_cursor, page_limit
@@ -19,7 +19,7 @@ from api.services import services
 from clipmod import retention, retry
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError, InvalidInput, NotFound
-from clipmod.models import Action, Item, ItemStatus, Tenant, Verdict, new_id
+from clipmod.models import Action, Item, ItemStatus, Verdict, new_id
 from clipmod.queue import enqueue_scoring
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def create_item() -> tuple[Response, int]:
     return accept(g.tenant, parse_upload(request, services().settings))
 
 
-def accept(tenant: Tenant, upload: Upload) -> tuple[Response, int]:
+def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     """Store an upload and queue it, or answer the item it repeats: the one intake path that
     `POST /v1/items` and the signed webhook share."""
     svc = services()

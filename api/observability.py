@@ -15,6 +15,7 @@ is that only health checks are unauthenticated (Prometheus sends the key with
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -64,29 +65,43 @@ def _start() -> None:
     g.request_id = sent if _WELL_FORMED.fullmatch(sent) else _new_request_id()
 
 
+@functools.lru_cache(maxsize=1024)
+def _series(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The request's counter and histogram children. `labels()` takes the metric's lock and
+    builds its key on every call; the label sets are few (routes x methods x statuses), so
+    each child is looked up once. The bound only guards against a client inventing methods."""
+    return REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, method)
+
+
 def _finish(response: Response) -> Response:
-    started = g.get("started")
+    # The request and `g` once each: every attribute read through Flask's proxies is a
+    # context-variable look-up, and this runs after every request the app answers.
+    req, ctx = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+    started = ctx.get("started")
     elapsed = time.perf_counter() - started if started is not None else 0.0
-    request_id = g.get("request_id") or _new_request_id()
+    request_id = ctx.get("request_id") or _new_request_id()
     response.headers[REQUEST_ID] = request_id
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-    LATENCY.labels(route, request.method).observe(elapsed)
-    tenant = g.get("tenant")
+    route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+    method, path, status = req.method, req.path, response.status_code
+    requests, latency = _series(route, method, status)
+    requests.inc()
+    latency.observe(elapsed)
+    tenant = ctx.get("tenant")
+    tenant_name = tenant.name if tenant is not None else None
     log.info(
         "%s %s %d %.1fms tenant=%s request_id=%s",
-        request.method,
-        request.path,
-        response.status_code,
+        method,
+        path,
+        status,
         elapsed * 1000,
-        tenant.name if tenant is not None else "-",
+        tenant_name or "-",
         request_id,
         extra={
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
+            "method": method,
+            "path": path,
+            "status": status,
             "ms": round(elapsed * 1000, 2),
-            "tenant": tenant.name if tenant is not None else None,
+            "tenant": tenant_name,
             "request_id": request_id,
         },
     )

@@ -9,7 +9,7 @@ exactly the bytes that are then parsed.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from api import limits
 from api.auth import set_tenant
@@ -35,4 +35,4 @@ def receive(tenant: str) -> tuple[Response, int]:
     )
     set_tenant(found)
     limits.check_intake()
-    return accept(found, parse_upload(request, svc.settings))
+    return accept(g.tenant, parse_upload(request, svc.settings))

@@ -39,6 +39,12 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str, fmt: str = "text") -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # No record asks where it was logged from, or in which process: neither format prints it,
+    # and finding the caller walks the stack on every record (the logging HOWTO's
+    # "Optimization" section). The API writes one access line per request.
+    logging._srcfile = None
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
