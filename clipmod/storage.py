@@ -15,6 +15,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+# As `tempfile.mkstemp` opens: private to this user, never an existing file, not inherited.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
 
 def _create_beside(target: str) -> tuple[int, str]:
     """A new, empty temporary file in `target`'s folder (made if missing), open for writing.
@@ -25,7 +28,8 @@ def _create_beside(target: str) -> tuple[int, str]:
     each release is a thread hand-off: storing the blob cost an upload ~0.35 ms of server CPU,
     a quarter of intake (`bench.intake`, docs/benchmarks.md). The folder is made only when the
     create finds it missing; the name comes from the process's own random generator, which
-    needs no system call, and `O_EXCL` refuses the rare name that is taken.
+    needs no system call (it is reseeded in a forked child), and `O_EXCL` refuses the rare
+    name that is taken.
     """
     folder = os.path.dirname(target)
     while True:
@@ -36,10 +40,6 @@ def _create_beside(target: str) -> tuple[int, str]:
             continue
         except FileNotFoundError:
             os.makedirs(folder, exist_ok=True)
-
-
-# As `tempfile.mkstemp` opens: private to this user, never an existing file, not inherited.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class BlobStore:
