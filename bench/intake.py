@@ -54,6 +54,7 @@ from clipmod import settings as settings_mod
 from clipmod.db import make_engine, make_sessionmaker, transaction
 from clipmod.demo import world
 from clipmod.models import Item, ItemStatus
+from clipmod.storage import BlobStore
 
 BOUNDARY = "clipmodbenchboundary"
 
@@ -96,6 +97,24 @@ def settled_store(blob_dir: Path) -> None:
     for first in range(256):
         for second in range(256):
             os.makedirs(blob_dir / f"{first:02x}" / f"{second:02x}", exist_ok=True)
+
+
+def blob_write_us(blob_dir: Path, n: int = 300) -> float:
+    """Median µs to store one new 12 kB blob through `BlobStore.put`, on one thread.
+
+    Printed beside the ratio because this machine's file system sets part of intake's cost and
+    swings by itself: creating a file took 8 to 370 µs depending on what had been deleted
+    before. A slow figure here explains a low ratio in the same run.
+    """
+    store = BlobStore(blob_dir)
+    times = []
+    for _ in range(n):
+        data = os.urandom(12 * 1024)
+        started = time.perf_counter()
+        digest = store.put(data)
+        times.append(time.perf_counter() - started)
+        store.path(digest).unlink()
+    return statistics.median(times) * 1e6
 
 
 # -- the server (a child process, so the client's threads do not share its GIL) -------------
@@ -360,6 +379,8 @@ def main() -> None:
         )
         for n, rates in zip(counts, all_rates, strict=True):
             report(stack, args.threads, n, rates)
+        blob_us = blob_write_us(settings.blob_dir)
+        print(f"  the file system, same run: a new 12 kB blob takes {blob_us:.0f} µs to store")
         rates, port = all_rates[0], ports[0]  # the headline and the latency: the first count
         result: dict[str, Any] = {
             "intake_per_s": rates["intake"],
@@ -367,6 +388,7 @@ def main() -> None:
             "ratio": rates["intake"] / rates["bare"],
             **{k: v for k, v in rates.items() if k.endswith("_ms") or k.startswith("round_")},
             "load_average": os.getloadavg()[0],
+            "blob_write_us": blob_us,
             "stack": stack,
             "server_threads": counts[0],
         }
