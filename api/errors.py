@@ -33,7 +33,7 @@ HTTP_CODES = {
 }
 BODY_TOO_LARGE = "request body is larger than the upload limit"
 # Long enough for a database failover or restart; short enough that a client retries soon.
-DATABASE_RETRY_AFTER_S = 5
+RETRY_AFTER_S = 5
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -47,7 +47,10 @@ def error_response(status: int, code: str, message: str) -> tuple[Response, int]
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ClipmodError)
     def _domain(exc: ClipmodError) -> tuple[Response, int]:
-        return jsonify(exc.to_dict()), exc.status
+        response = jsonify(exc.to_dict())
+        if exc.status == 503:  # every 503 (queue, storage, a busy external_id) says when
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response, exc.status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
@@ -70,7 +73,7 @@ def register_error_handlers(app: Flask) -> None:
         response, status = error_response(
             503, "database_unavailable", "the database is unavailable; retry shortly"
         )
-        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response, status
 
     @app.errorhandler(Exception)

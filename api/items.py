@@ -18,7 +18,7 @@ from api.serialize import item_json
 from api.services import services
 from clipmod import retention, retry
 from clipmod.db import transaction
-from clipmod.errors import ClipmodError, InvalidInput, NotFound
+from clipmod.errors import ClipmodError, InvalidInput, NotFound, StorageUnavailable
 from clipmod.models import Action, Item, ItemStatus, Verdict, new_id
 from clipmod.queue import enqueue_scoring
 
@@ -77,10 +77,9 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     """Store an upload and queue it, or answer the item it repeats: the one intake path that
     `POST /v1/items` and the signed webhook share."""
     svc = services()
-    if upload.image is not None:
-        # First, so a committed row never points at a missing blob. Content-addressed: a
-        # replay or a twin upload finds the file and writes nothing.
-        svc.blobs.put(upload.image, upload.image_sha256)
+    # First, so a committed row never points at a missing blob. Content-addressed: a replay or
+    # a twin upload finds the file and writes nothing.
+    _store_blob(upload)
     info = upload.image_info
     # No look-up first: a new item (the common case) is one row of a batched INSERT
     # (`api.newitems`); a repeated external_id is found when the insert skips it (below).
@@ -119,11 +118,24 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
             code="external_id_busy",
             status=503,
         )
-    if upload.image is not None:
-        # Again: a concurrent delete may have taken it (see BlobStore). Both puts reuse the
-        # digest the row was inserted with: the bytes are hashed once per upload.
-        svc.blobs.put(upload.image, upload.image_sha256)
+    # Again: a concurrent delete may have taken it (see BlobStore). Both puts reuse the digest
+    # the row was inserted with: the bytes are hashed once per upload. If the store fails here,
+    # the 503 sends the client back with the same request, whose first put restores the blob
+    # and whose insert finds the item (a replay).
+    _store_blob(upload)
     return _accepted(item.id, upload.external_id)
+
+
+def _store_blob(upload: Upload) -> None:
+    if upload.image is None:
+        return
+    try:
+        services().blobs.put(upload.image, upload.image_sha256)
+    except OSError as exc:
+        log.error("blob store unavailable: %s", exc)
+        raise StorageUnavailable(
+            "the image store is unavailable; retry the same request shortly"
+        ) from None
 
 
 def _accepted(item_id: str, external_id: str | None) -> tuple[Response, int]:

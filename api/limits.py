@@ -284,9 +284,9 @@ def _headers(response: Response) -> Response:
     response.headers["X-RateLimit-Limit"] = str(window.limit.amount)
     response.headers["X-RateLimit-Remaining"] = str(window.remaining)
     response.headers["X-RateLimit-Reset"] = str(reset_at)
-    # As Flask-Limiter did: an answer that already says when to retry keeps the later time.
-    existing = response.headers.get("Retry-After")
-    if existing is not None and existing.isdigit():
-        reset_at = max(reset_at, int(time.time()) + int(existing))
-    response.headers["Retry-After"] = str(int(reset_at - time.time()))
+    if response.status_code == 429:
+        # Only a refusal waits for the window. Flask-Limiter put the window's reset on every
+        # answer, so a 503 for a storage or queue outage told clients to wait up to a minute
+        # when its own 5 s was meant, and a 202 carried a Retry-After it had no use for.
+        response.headers["Retry-After"] = str(int(reset_at - time.time()))
     return response

@@ -43,3 +43,10 @@ class NotFound(ClipmodError):
 
 class Unauthorized(ClipmodError):
     code, status = "unauthorized", 401
+
+
+class StorageUnavailable(ClipmodError):
+    """The blob store refused a write (a full disk, a lost volume): nothing the client sent is
+    wrong, so it is a retryable 503, as a database outage is, never a 500."""
+
+    code, status = "storage_unavailable", 503

@@ -85,6 +85,25 @@ def test_multipart_upload_is_queued(
         assert (item.text, item.meta, item.image_format) == ("hello", {"user": 7}, "jpeg")
 
 
+def test_an_unwritable_blob_store_is_a_retryable_503_and_stores_nothing(
+    settings: Settings, client: FlaskClient, api_key: str, sessions: sessionmaker[Session]
+) -> None:
+    """A full disk or a lost volume: a platform that retries 503s gets its upload in later; a
+    500 would have told it the request was bad. A file where the store's folder should be
+    makes every write fail, as a volume gone read-only or full does."""
+    settings.blob_dir.write_bytes(b"not a folder")
+    resp = post_file(client, api_key, images.solid(), external_id="disk-1")
+    assert error_of(resp) == (503, "storage_unavailable")
+    assert resp.headers["Retry-After"] == "5"
+    text = client.post("/v1/items", json={"text": "no image needed"}, headers=auth(api_key))
+    assert text.status_code == 202  # text alone needs no blob
+    with sessions() as session:
+        assert session.scalar(select(Item).where(Item.external_id == "disk-1")) is None
+    settings.blob_dir.unlink()  # the volume is back: the same request goes in
+    again = post_file(client, api_key, images.solid(), external_id="disk-1")
+    assert again.status_code == 202
+
+
 def test_a_broker_outage_stores_the_item_answers_503_and_a_retry_queues_it(
     settings: Settings, client: FlaskClient, api_key: str, sessions: sessionmaker[Session]
 ) -> None:
@@ -102,6 +121,7 @@ def test_a_broker_outage_stores_the_item_answers_503_and_a_retry_queues_it(
     finally:
         down.extensions["clipmod"].engine.dispose()
     assert error_of(resp) == (503, "queue_unavailable")
+    assert resp.headers["Retry-After"] == "5"
     assert "X-RateLimit-Limit" not in resp.headers
     with sessions() as session:
         item = session.scalar(select(Item).where(Item.external_id == "out-1"))
