@@ -23,6 +23,11 @@ interleaves the rounds across them (the order reversed every other round), so th
 compared under the same machine state: on a shared machine, separate runs differ by more than
 the thread counts do. Compare intake/s and CPU per upload across counts, not the ratio: fewer
 threads also slow the bare endpoint.
+
+`--compare TREE` (repeatable) also starts a server from another checkout of this repository
+(e.g. `git worktree add ../base main`) on the same database, interleaved with this one's: an
+A/B of a change against its base in one run. Compare server CPU per upload first: two servers
+of identical code differ by up to ±0.05 ms, their ratios by ±0.02.
 """
 
 from __future__ import annotations
@@ -150,11 +155,14 @@ def server_threads() -> list[int]:
 
 
 def start_server(
-    env: dict[str, str], port: int, log: Path, threads: int = 8
+    env: dict[str, str], port: int, log: Path, threads: int = 8, tree: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """A server process; from `tree`'s code if given (`python -m` imports from the working
+    directory first, ahead of the installed checkout)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.intake", "--serve", str(port)],
         env={**env, "BENCH_SERVER_THREADS": str(threads)},
+        cwd=tree,
         stdout=subprocess.PIPE,
         stderr=log.open("wb"),
     )
@@ -246,10 +254,12 @@ def ratio(
     return results
 
 
-def report(stack: str, client_threads: int, server_threads: int, rates: dict[str, float]) -> None:
+def report(
+    stack: str, client_threads: int, server_threads: int, rates: dict[str, float], code: str
+) -> None:
     print(
         f"\nintake benchmark on {stack}; {platform.machine()}, {os.cpu_count()} cores, "
-        f"{client_threads} client threads, waitress {server_threads} threads\n"
+        f"{client_threads} client threads, waitress {server_threads} threads; code: {code}\n"
         f"  intake (multipart 224x224 JPEG): {rates['intake']:.0f} accepted/s\n"
         f"  bare Flask endpoint, same server: {rates['bare']:.0f} req/s\n"
         f"  CPU ms per request, server/client: intake {rates['intake_server_ms']:.2f}/"
@@ -347,6 +357,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per round and kind")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--latency-n", type=int, default=60, help="0: skip the latency part")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="also run a server from this checkout's code, interleaved (an A/B in one run)",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
@@ -367,9 +384,13 @@ def main() -> None:
         engine.dispose()
         env = settings_env(settings)
         counts, ports = server_threads(), []
-        for n in counts:
+        # (threads, code tree): this checkout at each count, then each tree to compare with it.
+        specs: list[tuple[int, Path | None]] = [(n, None) for n in counts]
+        specs += [(counts[0], Path(tree).resolve()) for tree in args.compare]
+        for i, (n, tree) in enumerate(specs):
             ports.append(free_port())
-            servers.append(start_server(env, ports[-1], data_dir / f"server-{n}.log", n))
+            log = data_dir / f"server-{i}-{n}.log"
+            servers.append(start_server(env, ports[-1], log, n, tree))
         all_rates = ratio(
             [(port, s.pid) for port, s in zip(ports, servers, strict=True)],
             key,
@@ -377,8 +398,8 @@ def main() -> None:
             args.seconds,
             args.threads,
         )
-        for n, rates in zip(counts, all_rates, strict=True):
-            report(stack, args.threads, n, rates)
+        for (n, tree), rates in zip(specs, all_rates, strict=True):
+            report(stack, args.threads, n, rates, str(tree or "this checkout"))
         blob_us = blob_write_us(settings.blob_dir)
         print(f"  the file system, same run: a new 12 kB blob takes {blob_us:.0f} µs to store")
         rates, port = all_rates[0], ports[0]  # the headline and the latency: the first count
@@ -393,7 +414,10 @@ def main() -> None:
             "server_threads": counts[0],
         }
         if len(counts) > 1:
-            result["by_server_threads"] = dict(zip(counts, all_rates, strict=True))
+            result["by_server_threads"] = dict(zip(counts, all_rates[: len(counts)], strict=True))
+        if args.compare:
+            pairs = zip(specs, all_rates, strict=True)
+            result["compared"] = {str(tree): rates for (_, tree), rates in pairs if tree}
         if args.latency_n > 0:  # --latency-n 0: the ratio only, no worker
             worker = WorkerProcess.start(env, log=data_dir / "worker.log")
             worker.wait_ready(300, settle=1.0)
