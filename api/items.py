@@ -21,6 +21,7 @@ from clipmod.db import transaction
 from clipmod.errors import ClipmodError, InvalidInput, NotFound, StorageUnavailable
 from clipmod.models import Action, Item, ItemStatus, Verdict, new_id
 from clipmod.queue import enqueue_scoring
+from clipmod.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     svc = services()
     # First, so a committed row never points at a missing blob. Content-addressed: a replay or
     # a twin upload finds the file and writes nothing.
-    _store_blob(upload)
+    _store_blob(svc.blobs, upload)
     info = upload.image_info
     # No look-up first: a new item (the common case) is one row of a batched INSERT
     # (`api.newitems`); a repeated external_id is found when the insert skips it (below).
@@ -122,15 +123,15 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     # the row was inserted with: the bytes are hashed once per upload. If the store fails here,
     # the 503 sends the client back with the same request, whose first put restores the blob
     # and whose insert finds the item (a replay).
-    _store_blob(upload)
+    _store_blob(svc.blobs, upload)
     return _accepted(item.id, upload.external_id)
 
 
-def _store_blob(upload: Upload) -> None:
+def _store_blob(blobs: BlobStore, upload: Upload) -> None:
     if upload.image is None:
         return
     try:
-        services().blobs.put(upload.image, upload.image_sha256)
+        blobs.put(upload.image, upload.image_sha256)
     except OSError as exc:
         log.error("blob store unavailable: %s", exc)
         raise StorageUnavailable(
