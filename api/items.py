@@ -79,7 +79,7 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     `POST /v1/items` and the signed webhook share."""
     svc = services()
     # First, so a committed row never points at a missing blob. Content-addressed: a replay or
-    # a twin upload finds the file and writes nothing.
+    # a twin upload writes the same file again (see `BlobStore.put`).
     _store_blob(svc.blobs, upload)
     info = upload.image_info
     # No look-up first: a new item (the common case) is one row of a batched INSERT
@@ -119,19 +119,24 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
             code="external_id_busy",
             status=503,
         )
-    # Again: a concurrent delete may have taken it (see BlobStore). Both puts reuse the digest
-    # the row was inserted with: the bytes are hashed once per upload. If the store fails here,
-    # the 503 sends the client back with the same request, whose first put restores the blob
-    # and whose insert finds the item (a replay).
-    _store_blob(svc.blobs, upload)
+    # Again: a concurrent delete may have taken it (see BlobStore). Both writes reuse the
+    # digest the row was inserted with: the bytes are hashed once per upload. If the store
+    # fails here, the 503 sends the client back with the same request, whose first put
+    # restores the blob and whose insert finds the item (a replay).
+    _store_blob(svc.blobs, upload, again=True)
     return _accepted(item.id, upload.external_id)
 
 
-def _store_blob(blobs: BlobStore, upload: Upload) -> None:
-    if upload.image is None:
+def _store_blob(blobs: BlobStore, upload: Upload, *, again: bool = False) -> None:
+    """Write the upload's bytes; `again`: only if a concurrent delete took them meanwhile."""
+    image, digest = upload.image, upload.image_sha256
+    if image is None or digest is None:
         return
     try:
-        blobs.put(upload.image, upload.image_sha256)
+        if again:
+            blobs.ensure(image, digest)
+        else:
+            blobs.put(image, digest)
     except OSError as exc:
         log.error("blob store unavailable: %s", exc)
         raise StorageUnavailable(

@@ -76,7 +76,7 @@ def fetch_one(
                 image_height=fetched.info.height,
             )
         )
-    blobs.put(fetched.data)  # again after the commit: see `BlobStore.remove_unless`
+    blobs.ensure(fetched.data, digest)  # after the commit: see `BlobStore.remove_unless`
     w.image_sha256 = digest
 
 

@@ -1,5 +1,6 @@
 """BlobStore.put: a digest the caller already has (intake hashes an upload once), and the write
-itself (create beside the target, write, rename), which intake runs for every new upload."""
+itself (create beside the target, write, rename), which intake runs for every upload; `ensure`,
+the check after intake's commit."""
 
 from __future__ import annotations
 
@@ -27,7 +28,21 @@ def test_put_with_a_known_digest_files_the_bytes_under_it_without_hashing_again(
     blobs = BlobStore(tmp_path)
     assert blobs.put(data, digest) == digest
     assert blobs.get(digest) == data
-    assert blobs.put(data, digest) == digest  # again (intake's put after commit): a no-op
+    assert blobs.put(data, digest) == digest  # a twin upload writes the same file again
+    assert blobs.get(digest) == data
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [digest]
+
+
+def test_ensure_writes_only_a_missing_blob(tmp_path: Path) -> None:
+    data = b"image bytes"
+    blobs = BlobStore(tmp_path)
+    digest = blobs.put(data)
+    inode = blobs.path(digest).stat().st_ino
+    blobs.ensure(data, digest)
+    assert blobs.path(digest).stat().st_ino == inode  # present: left alone, not rewritten
+    blobs.path(digest).unlink()  # as a concurrent delete would (`remove_unless`)
+    blobs.ensure(data, digest)
+    assert blobs.get(digest) == data
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [digest]
 
 
@@ -80,3 +95,4 @@ def test_a_failed_write_leaves_no_blob_and_no_temporary_file(
     with pytest.raises(OSError, match="No space left"):
         blobs.put(b"bytes")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
