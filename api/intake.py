@@ -7,7 +7,6 @@ blob store or the database: a request refused later would leave an orphan blob b
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,7 +24,7 @@ from api.validation import (
     parse_json,
     validate,
 )
-from clipmod import images, netguard
+from clipmod import images, netguard, storage
 from clipmod.errors import InvalidInput, PayloadTooLarge
 from clipmod.settings import Settings
 
@@ -62,7 +61,7 @@ class Upload:
     @cached_property
     def image_sha256(self) -> str | None:
         """The blob's address, known before the blob is written (see `api.items`)."""
-        return hashlib.sha256(self.image).hexdigest() if self.image is not None else None
+        return storage.address(self.image) if self.image is not None else None
 
     @cached_property
     def content_hash(self) -> str:

@@ -8,7 +8,6 @@ store by sha256: the entry can then be re-embedded for another model revision la
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -17,7 +16,7 @@ import numpy as np
 from clipmod import images
 from clipmod.banks.registry import NewEntry
 from clipmod.errors import ClipmodError, PayloadTooLarge
-from clipmod.storage import BlobStore
+from clipmod.storage import BlobStore, address
 
 
 class ImageEncoder(Protocol):
@@ -54,7 +53,7 @@ def embed_uploads(
                 f"{label}: {exc.message}", code=exc.code, status=exc.status
             ) from None
         pixels.append(runtime.preprocess(img))
-        digests.append(blobs.put(data) if blobs else hashlib.sha256(data).hexdigest())
+        digests.append(blobs.put(data) if blobs else address(data))
     if not pixels:
         return []
     emb = runtime.encode_pixels(np.stack(pixels))

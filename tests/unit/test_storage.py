@@ -96,3 +96,8 @@ def test_a_failed_write_leaves_no_blob_and_no_temporary_file(
         blobs.put(b"bytes")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
+
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 12_105, 64 * 1024, 64 * 1024 + 1])
+def test_address_is_the_sha256_whether_hashed_in_pieces_or_at_once(size: int) -> None:
+    data = os.urandom(size)
+    assert storage.address(data) == hashlib.sha256(data).hexdigest()
