@@ -42,6 +42,8 @@ BELL_KEY = "clipmod.score.bell"
 # Only bounds how long a bell whose message nobody answers (no worker running) suppresses
 # further messages; correctness comes from the delete-before-claim order, not from this.
 BELL_TTL_MS = 5000
+_BELL_SET = (BELL_KEY, "1", "PX", BELL_TTL_MS)
+_BELL_SET_NX = (*_BELL_SET, "NX")
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -223,8 +225,11 @@ def wake_another(app: Celery) -> bool:
 
 
 def _ring(app: Celery, client: redis.Redis, wake: Iterable[str | None], *, force: bool) -> bool:
-    """Set the bell and send one message, unless it was ringing already (`force`: always)."""
-    if not client.set(BELL_KEY, "1", nx=not force, px=BELL_TTL_MS):
+    """Set the bell and send one message, unless it was ringing already (`force`: always).
+
+    The SET goes through `execute_command`: `Redis.set` first checks and assembles its keyword
+    options in Python, ~7 µs of CPU on every intake group's ring, for the same command."""
+    if not client.execute_command("SET", *_BELL_SET if force else _BELL_SET_NX):  # type: ignore[no-untyped-call]
         return False  # a wake-up is on its way
     try:
         _send(app, wake)
