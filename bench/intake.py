@@ -69,7 +69,8 @@ def serve(port: int) -> None:
     from cli.common import setup_logging
 
     settings = settings_mod.load()
-    setup_logging("info")  # the access log line is part of what a request costs
+    # As `clipmod serve` sets it up: the access log line is part of what a request costs.
+    setup_logging("info", settings.log_format, settings.log_flush_s)
     app = create_app(settings)
     bare = Flask("bare")
 

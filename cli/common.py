@@ -24,10 +24,10 @@ from clipmod.settings import Settings
 Handler = Callable[[argparse.Namespace], int]
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
+def setup_logging(level: str, fmt: str = "text", flush_s: float = 0.0) -> None:
     from clipmod import logs
 
-    logs.setup(level, fmt)
+    logs.setup(level, fmt, flush_s)
 
 
 def load_settings() -> Settings:

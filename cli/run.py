@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import serve
 
     settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.log_flush_s)
     app = create_app(settings)
     print(f"clipmod API on http://{args.host}:{args.port}", flush=True)
     serve(app, settings, host=args.host, port=args.port, threads=args.threads)

@@ -134,6 +134,9 @@ class Settings:
     rate_limit: str = "600/minute"
     rate_limit_storage_url: str = ""
     log_format: str = "text"
+    # The API writes its INFO lines (the access log) in batches at most this far apart; 0: each
+    # line at once (`clipmod.logs.BatchingHandler`).
+    log_flush_s: float = 1.0
     health_host: str = "127.0.0.1"
     key_cache_s: float = 5.0
 
@@ -236,6 +239,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit=_get(env, "RATE_LIMIT") or d["rate_limit"],
         rate_limit_storage_url=_get(env, "RATE_LIMIT_STORAGE_URL") or d["rate_limit_storage_url"],
         log_format=_choice(env, "LOG_FORMAT", d["log_format"], ("text", "json")),
+        log_flush_s=_float(env, "LOG_FLUSH_S", d["log_flush_s"], minimum=0.0),
         health_host=_get(env, "HEALTH_HOST") or d["health_host"],
         key_cache_s=_float(env, "KEY_CACHE_S", d["key_cache_s"]),
     )
