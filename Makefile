@@ -39,15 +39,18 @@ test: venv lint ## lint, then every test incl. both end-to-end configurations
 test-fast: venv ## unit and API tests only (no worker processes, no servers)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: venv ## benchmarks: pipeline vs bare forward (embedded, and Redis + PostgreSQL), 1M-item backtest + store rebuild, bank overhead, policy editor, intake/bare + idle latency
+# Intake runs first: the others delete their stores when done (hundreds of thousands of files),
+# and a journal-less ext4 (our VMs') then makes every new file slow to create for up to six
+# minutes, which intake's blob writes would measure (docs/benchmarks.md, "The file system").
+bench: venv ## benchmarks: intake/bare + idle latency, pipeline vs bare forward (Redis + PostgreSQL, and embedded), 1M-item backtest + store rebuild, bank overhead, policy editor
+	.ci/services start
+	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.intake && \
+	  $(BIN)/python -m bench.pipeline --model bundled \
+	  --broker $$CLIPMOD_TEST_REDIS_URL --database $$CLIPMOD_TEST_PG_URL; rc=$$?; .ci/services stop; exit $$rc
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.backtest --rebuild
 	$(BIN)/python -m bench.banks
 	$(BIN)/python -m bench.editor
-	.ci/services start
-	set -o pipefail; source var/ci/env && $(BIN)/python -m bench.pipeline --model bundled \
-	  --broker $$CLIPMOD_TEST_REDIS_URL --database $$CLIPMOD_TEST_PG_URL && \
-	  $(BIN)/python -m bench.intake; rc=$$?; .ci/services stop; exit $$rc
 
 gpu-wheels: venv ## wheels (Python 3.12) a bare GPU machine lacks, into .bench/wheels (bench/gpu.sh)
 	$(BIN)/python -m bench.gpu_wheels --dest .bench/wheels
