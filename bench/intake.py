@@ -8,7 +8,12 @@
    Each upload's bytes differ (`unique`), as real uploads do, so each is a new blob to store.
    The ratio says what our intake costs above the HTTP server, Flask and the client
    themselves. Target ≥ 0.3. The headline pools all rounds; the median and range of the
-   per-round ratios beside it show how far one run can be trusted (on our VMs ±0.03).
+   per-round ratios beside it show how far one run can be trusted (on our VMs ±0.03). The
+   server's CPU and context switches per request come with it: in an 8-thread Python server
+   each GIL hand-off between request threads is a few context switches, and their count is
+   the steadiest figure when two code trees are compared. The time the file system takes to
+   store one new blob is printed last: on a journal-less ext4 it swings with what was deleted
+   in the minutes before (docs/benchmarks.md, "The file system").
 2. **latency**: with a real `clipmod worker` running and idle, one upload at a time; the clock
    runs from sending the POST until a GET of the item (polled every 2 ms) shows its verdict.
    Target p50 ≤ 50 ms on Redis with the bundled model.
@@ -50,7 +55,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 
-from bench.procstat import cpu_seconds
+from bench.procstat import context_switches, cpu_seconds
 from bench.uploads import BOUNDARY, blob_write_us, jpeg, multipart, settled_store
 from clipmod import keys, migrate
 from clipmod import settings as settings_mod
@@ -160,6 +165,7 @@ def ratio(
         hammer(port, "/bare/v1/items", key, image, 1.0, threads)
     counts = [{"intake": 0, "bare": 0} for _ in servers]
     server_cpu = [{"intake": 0.0, "bare": 0.0} for _ in servers]
+    switches = [{"intake": 0, "bare": 0} for _ in servers]
     client_cpu = [{"intake": 0.0, "bare": 0.0} for _ in servers]
     round_ratios: list[list[float]] = [[] for _ in servers]
     for r in range(rounds):
@@ -171,9 +177,11 @@ def ratio(
             kinds = (("intake", "/v1/items"), ("bare", "/bare/v1/items"))
             for kind, path in kinds if r % 2 == 0 else kinds[::-1]:
                 server0, client0 = cpu_seconds(pid), time.process_time()
+                switches0 = context_switches(pid)
                 got[kind] = hammer(port, path, key, image, seconds, threads)
                 counts[i][kind] += got[kind]
                 server_cpu[i][kind] += cpu_seconds(pid) - server0
+                switches[i][kind] += context_switches(pid) - switches0
                 client_cpu[i][kind] += time.process_time() - client0
             round_ratios[i].append(got["intake"] / max(got["bare"], 1))
     total = rounds * seconds
@@ -182,6 +190,7 @@ def ratio(
         out = {k: v / total for k, v in counts[i].items()}
         for kind, n in counts[i].items():
             out[f"{kind}_server_ms"] = 1000 * server_cpu[i][kind] / max(n, 1)
+            out[f"{kind}_server_switches"] = switches[i][kind] / max(n, 1)
             out[f"{kind}_client_ms"] = 1000 * client_cpu[i][kind] / max(n, 1)
         out["round_ratio_median"] = statistics.median(round_ratios[i])
         out["round_ratio_min"] = min(round_ratios[i])
@@ -201,6 +210,8 @@ def report(
         f"  CPU ms per request, server/client: intake {rates['intake_server_ms']:.2f}/"
         f"{rates['intake_client_ms']:.2f}, bare {rates['bare_server_ms']:.2f}/"
         f"{rates['bare_client_ms']:.2f}; load average {os.getloadavg()[0]:.1f}\n"
+        f"  server context switches per request (GIL hand-offs): intake "
+        f"{rates['intake_server_switches']:.1f}, bare {rates['bare_server_switches']:.1f}\n"
         f"  intake/bare: {rates['intake'] / rates['bare']:.3f}   (target >= 0.3); per round: "
         f"median {rates['round_ratio_median']:.3f}, {rates['round_ratio_min']:.3f}-"
         f"{rates['round_ratio_max']:.3f}",
@@ -343,7 +354,11 @@ def main() -> None:
             "intake_per_s": rates["intake"],
             "bare_per_s": rates["bare"],
             "ratio": rates["intake"] / rates["bare"],
-            **{k: v for k, v in rates.items() if k.endswith("_ms") or k.startswith("round_")},
+            **{
+                k: v
+                for k, v in rates.items()
+                if k.endswith(("_ms", "_switches")) or k.startswith("round_")
+            },
             "load_average": os.getloadavg()[0],
             "blob_write_us": blob_us,
             "stack": stack,
