@@ -83,8 +83,3 @@ def create(
     for listener in _listeners(server):
         listener.channel_class = JsonErrorChannel
     return server
-
-
-def serve(app: Flask, settings: Settings, host: str, port: int, threads: int = 8) -> None:
-    """Serve until SIGINT/SIGTERM-as-SystemExit (waitress' `run()` shuts its threads down)."""
-    create(app, settings, host, port, threads).run()

@@ -11,24 +11,32 @@ import argparse
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.admin import create_key
 from cli.common import load_settings, setup_logging
 from cli.supervise import WorkerFailed, WorkerProcess, settings_env
 
+if TYPE_CHECKING:
+    from clipmod.settings import Settings
+
 DEV_KEY_FILE = "dev-api-key"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from api import create_app
-    from api.server import serve
+    return _serve(args, load_settings(), f"clipmod API on http://{args.host}:{args.port}")
 
-    settings = load_settings()
+
+def _serve(args: argparse.Namespace, settings: Settings, banner: str) -> int:
+    """The API in this process; `banner` is printed once the port is bound, so whoever reads
+    it (a person about to paste the curl it shows, a script) can connect at once."""
+    from api import create_app
+    from api.server import create
+
     setup_logging(settings.log_level, settings.log_format, settings.log_flush_s)
-    app = create_app(settings)
-    print(f"clipmod API on http://{args.host}:{args.port}", flush=True)
-    serve(app, settings, host=args.host, port=args.port, threads=args.threads)
+    server = create(create_app(settings), settings, args.host, args.port, args.threads)
+    print(banner, flush=True)
+    server.run()  # until SIGINT/SIGTERM-as-SystemExit: waitress shuts its threads down
     return 0
 
 
@@ -88,7 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         key_file.write_text(key + "\n", encoding="utf-8")
         key_file.chmod(0o600)
         url = f"http://{args.host}:{args.port}"
-        print(
+        banner = (
             f"\nclipmod is up at {url}\n"
             f"  dev API key (tenant {args.tenant!r}, also in {key_file}):\n    {key}\n"
             f"  try:\n"
@@ -97,11 +105,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"{url}/v1/items\n"
             f"    clipmod submit --url {url} --wait samples/*.png\n"
             f"  review dashboard: {url}/dashboard "
-            f"(first: clipmod users create EMAIL --role admin)\n",
-            flush=True,
+            f"(first: clipmod users create EMAIL --role admin)\n"
         )
         args.threads = 8
-        return cmd_serve(args)
+        return _serve(args, settings, banner)
     finally:
         worker.stop()
         deliverer.stop()
