@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import and_, or_, select
@@ -21,7 +22,6 @@ from clipmod.db import transaction
 from clipmod.errors import ClipmodError, InvalidInput, NotFound, StorageUnavailable
 from clipmod.models import Action, Item, ItemStatus, Verdict, new_id
 from clipmod.queue import enqueue_scoring
-from clipmod.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     svc = services()
     # First, so a committed row never points at a missing blob. Content-addressed: a replay or
     # a twin upload writes the same file again (see `BlobStore.put`).
-    _store_blob(svc.blobs, upload)
+    _store_blob(svc.blobs.put, upload)
     info = upload.image_info
     # No look-up first: a new item (the common case) is one row of a batched INSERT
     # (`api.newitems`); a repeated external_id is found when the insert skips it (below).
@@ -123,20 +123,18 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     # digest the row was inserted with: the bytes are hashed once per upload. If the store
     # fails here, the 503 sends the client back with the same request, whose first put
     # restores the blob and whose insert finds the item (a replay).
-    _store_blob(svc.blobs, upload, again=True)
+    _store_blob(svc.blobs.ensure, upload)
     return _accepted(item.id, upload.external_id)
 
 
-def _store_blob(blobs: BlobStore, upload: Upload, *, again: bool = False) -> None:
-    """Write the upload's bytes; `again`: only if a concurrent delete took them meanwhile."""
+def _store_blob(write: Callable[[bytes, str], object], upload: Upload) -> None:
+    """The upload's bytes through `write` (`BlobStore.put`, or `ensure` after the commit); a
+    store that refuses them is a retryable 503."""
     image, digest = upload.image, upload.image_sha256
     if image is None or digest is None:
         return
     try:
-        if again:
-            blobs.ensure(image, digest)
-        else:
-            blobs.put(image, digest)
+        write(image, digest)
     except OSError as exc:
         log.error("blob store unavailable: %s", exc)
         raise StorageUnavailable(
