@@ -39,6 +39,8 @@ HEARTBEAT_S = 0.5
 # A running row older than this belongs to a process that stopped: dozens of missed heartbeats,
 # so a database hiccup or a long GIL-bound step does not declare a live job dead.
 STALE_S = 30.0
+# A job runs on a thread named this plus its id; its heartbeat's name adds "-heartbeat".
+THREAD_PREFIX = "clipmod-job-"
 
 Work = Callable[["Job"], dict[str, Any]]
 
@@ -108,7 +110,9 @@ class Jobs:
         with self._lock:
             self._insert(job, now)
             self._local[job.id] = job
-        threading.Thread(target=self._run, args=(job, work), daemon=True).start()
+        # Named, so a thread dump (and a test's teardown) can tell the job's threads apart.
+        name = f"{THREAD_PREFIX}{job.id}"
+        threading.Thread(target=self._run, args=(job, work), name=name, daemon=True).start()
         return job
 
     def _insert(self, job: Job, now: datetime) -> None:
@@ -215,7 +219,8 @@ class Jobs:
         )
 
     def _run(self, job: Job, work: Work) -> None:
-        beat = threading.Thread(target=self._heartbeat, args=(job,), daemon=True)
+        name = f"{THREAD_PREFIX}{job.id}-heartbeat"
+        beat = threading.Thread(target=self._heartbeat, args=(job,), name=name, daemon=True)
         beat.start()
         values: dict[str, Any]
         try:
@@ -234,6 +239,7 @@ class Jobs:
                 log.exception("job %s: could not store its failure either", job.id)
         finally:
             job.finished.set()
+            beat.join()  # a beat already writing finishes, so the job's thread ends last
             with self._lock:
                 self._local.pop(job.id, None)
 
