@@ -19,7 +19,7 @@ from api.policies import policy_runtime
 from api.services import services
 from clipmod import images
 from clipmod.banks import backtest, registry, views
-from clipmod.banks.uploads import embed_uploads
+from clipmod.banks.uploads import embed_uploads, ensure_stored
 from clipmod.errors import InvalidInput, NotFound
 from clipmod.policy.schema import BANK_NAME_PATTERN
 from clipmod.traffic.sync import TrafficStore
@@ -138,9 +138,9 @@ def add(name: str) -> tuple[Response, int]:
     else:
         body: AddBody = json_body(AddBody)
         items, note, uploads = body.items, body.note, []
-    new = []
+    uploaded = []
     if uploads:
-        new = embed_uploads(
+        uploaded = embed_uploads(
             policy_runtime(),
             uploads,
             limits=images.ImageLimits.from_settings(settings),
@@ -149,9 +149,11 @@ def add(name: str) -> tuple[Response, int]:
         )
     with services().sessions() as session, session.begin():
         bank = registry.get_bank(session, name, lock=True)
-        new = registry.from_items(session, bank, items) + new
+        new = registry.from_items(session, bank, items) + uploaded
         change = registry.add_entries(session, bank, new, author=_author(), note=note)
-        return jsonify(views.change_json(bank, change)), 201
+        answer = views.change_json(bank, change)
+    ensure_stored(services().blobs, uploads, uploaded)
+    return jsonify(answer), 201
 
 
 @bp.post("/<name>/entries/remove")

@@ -62,25 +62,27 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     from clipmod import images
     from clipmod.banks import registry, views
-    from clipmod.banks.uploads import embed_uploads
+    from clipmod.banks.uploads import embed_uploads, ensure_stored
     from clipmod.storage import BlobStore
 
     settings = load_settings()
+    blobs = BlobStore(settings.blob_dir)
     uploads = [(Path(f).name, Path(f).read_bytes()) for f in args.files]
-    new = []
+    uploaded = []
     if uploads:
-        new += embed_uploads(
+        uploaded = embed_uploads(
             load_runtime(settings),
             uploads,
             limits=images.ImageLimits.from_settings(settings),
             max_bytes=settings.max_upload_bytes,
-            blobs=BlobStore(settings.blob_dir),
+            blobs=blobs,
         )
     with database(settings) as session:
         bank = registry.get_bank(session, args.name, lock=True)
-        new = registry.from_items(session, bank, args.item or []) + new
+        new = registry.from_items(session, bank, args.item or []) + uploaded
         change = registry.add_entries(session, bank, new, author=_author(args), note=args.note)
         body = views.change_json(bank, change)
+    ensure_stored(blobs, uploads, uploaded)
     if args.json:
         print_json(body)
     else:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli import admin, banks, client, items, policy, run, tenants, traffic, users
+from cli import admin, banks, blobs, client, items, policy, run, tenants, traffic, users
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(sub)
     banks.register(sub)
     traffic.register(sub)
+    blobs.register(sub)
     return parser
 
 

@@ -4,8 +4,8 @@ Deleting keeps a tombstone: the row stays with `status = deleted`, its id, tenan
 timestamps and verdict (what was decided, for audits), and loses what the platform sent: text,
 metadata, image URL, image digest and dimensions, the content hash. The embeddings go (they
 describe the content; migration 0008's trigger logs each deleted row, so the traffic store's
-next read leaves it out of backtests and search), and the blob goes when no other item uses the
-same bytes.
+next read leaves it out of backtests and search), and the blob goes when no other item and no
+bank entry uses the same bytes.
 
 One conditional UPDATE decides who deletes an item, so two processes purging at once (or a
 purge racing an API call) delete it once; the loser sees `already_deleted`. The tombstone's
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 
-from sqlalchemy import delete, null, select, update
+from sqlalchemy import delete, null, select, union, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod.db import transaction
-from clipmod.models import Item, ItemEmbedding, ItemStatus, utcnow
+from clipmod.models import BankEntry, Item, ItemEmbedding, ItemStatus, utcnow
 from clipmod.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,22 @@ class Outcome(enum.StrEnum):
     NOT_FOUND = "not_found"
 
 
+def blobs_in_use(session: Session, digests: Collection[str]) -> set[str]:
+    """Those of `digests` that a row names: an item's image, or a bank entry's (an uploaded
+    bank image is kept so the entry can be embedded again for another model)."""
+    if not digests:
+        return set()
+    wanted = list(digests)
+    named = union(
+        select(Item.image_sha256).where(Item.image_sha256.in_(wanted)),
+        select(BankEntry.image_sha256).where(BankEntry.image_sha256.in_(wanted)),
+    )
+    return {digest for digest in session.scalars(named) if digest is not None}
+
+
 def blob_in_use(sessions: sessionmaker[Session], digest: str) -> bool:
     with sessions() as session:
-        found = session.scalar(select(Item.id).where(Item.image_sha256 == digest).limit(1))
-        return found is not None
+        return bool(blobs_in_use(session, [digest]))
 
 
 def delete_item(

@@ -131,6 +131,10 @@ class Settings:
     delivery_concurrency: int = 4
     retention_days: int = 0
     retention_every_s: float = 3600.0
+    # Delivery workers sweep the blob store this often (0: never; `clipmod.blobsweep`), removing
+    # what no row names once it is older than the grace period.
+    blob_sweep_every_s: float = 86400.0
+    blob_sweep_grace_s: float = 3600.0
     rate_limit: str = "600/minute"
     rate_limit_storage_url: str = ""
     log_format: str = "text"
@@ -236,6 +240,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         delivery_concurrency=_int(env, "DELIVERY_CONCURRENCY", d["delivery_concurrency"]),
         retention_days=_int(env, "RETENTION_DAYS", d["retention_days"], minimum=0),
         retention_every_s=_float(env, "RETENTION_EVERY_S", d["retention_every_s"]),
+        blob_sweep_every_s=_float(env, "BLOB_SWEEP_EVERY_S", d["blob_sweep_every_s"], minimum=0.0),
+        blob_sweep_grace_s=_float(env, "BLOB_SWEEP_GRACE_S", d["blob_sweep_grace_s"], minimum=60.0),
         rate_limit=_get(env, "RATE_LIMIT") or d["rate_limit"],
         rate_limit_storage_url=_get(env, "RATE_LIMIT_STORAGE_URL") or d["rate_limit_storage_url"],
         log_format=_choice(env, "LOG_FORMAT", d["log_format"], ("text", "json")),

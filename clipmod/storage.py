@@ -8,11 +8,13 @@ production the directory is a volume shared by API replicas and workers.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 # hashlib lets other threads run while it hashes this many bytes or more (CPython's
@@ -40,6 +42,43 @@ def address(data: bytes) -> str:
     for start in range(0, len(view), step):
         hasher.update(view[start : start + step])
     return hasher.hexdigest()
+
+
+# A write in progress (renamed to the digest when complete), and a blob moved aside to be
+# deleted (`remove_unless`): `.del-<digest>-<32 hex>`. A crash leaves either behind, for the
+# sweep (`clipmod.blobsweep`).
+TEMP_PREFIX = ".tmp-"
+ASIDE_PREFIX = ".del-"
+_DIGEST_LEN = 64
+
+
+class Kind(enum.StrEnum):
+    BLOB = "blob"
+    TEMP = "temp"
+    ASIDE = "aside"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file `BlobStore.scan` found; `digest` is None for a temporary write."""
+
+    path: str
+    kind: Kind
+    digest: str | None
+    mtime: float
+
+
+def _classify(name: str) -> tuple[Kind, str | None] | None:
+    if name.startswith(TEMP_PREFIX):
+        return Kind.TEMP, None
+    if name.startswith(ASIDE_PREFIX):
+        digest = name[len(ASIDE_PREFIX) : len(ASIDE_PREFIX) + _DIGEST_LEN]
+        return (Kind.ASIDE, digest) if _is_digest(digest) else None
+    return (Kind.BLOB, name) if _is_digest(name) else None
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == _DIGEST_LEN and all(c in "0123456789abcdef" for c in name)
 
 
 # As `tempfile.mkstemp` opens: private to this user, never an existing file, not inherited.
@@ -137,13 +176,57 @@ class BlobStore:
         if referenced():
             return False
         path = self.path(digest)
-        aside = path.with_name(f".del-{digest}-{uuid.uuid4().hex}")
+        aside = path.with_name(f"{ASIDE_PREFIX}{digest}-{uuid.uuid4().hex}")
         try:
             os.rename(path, aside)
         except FileNotFoundError:
             return False
-        if referenced():
-            os.replace(aside, path)
-            return False
-        aside.unlink()
+        try:
+            if referenced():
+                os.replace(aside, path)
+                return False
+            aside.unlink()
+        except FileNotFoundError:
+            return False  # a sweep finished the aside file first, deciding from the same rows
         return True
+
+    def scan(self) -> Iterator[StoredFile]:
+        """Every blob, temporary write and aside file in the store, one folder at a time.
+
+        `os.scandir` folder by folder, so a store of millions of files is never listed whole;
+        the order is the file system's. A file that vanishes while it is looked at (another
+        sweep, a deletion) is skipped, and so is anything the store did not write.
+        """
+        for first in _folders(self._root):
+            for second in _folders(first):
+                try:
+                    entries = list(os.scandir(second))
+                except FileNotFoundError:
+                    continue
+                for entry in entries:
+                    found = _classify(entry.name)
+                    if found is None:
+                        continue
+                    try:
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        mtime = entry.stat(follow_symlinks=False).st_mtime
+                    except FileNotFoundError:
+                        continue
+                    yield StoredFile(entry.path, found[0], found[1], mtime)
+
+    def restore(self, aside: StoredFile) -> None:
+        """Put a blob moved aside back under its digest. Its bytes are the digest's, so this is
+        right even if the blob was stored again meanwhile: one copy replaces another."""
+        if aside.kind is not Kind.ASIDE or aside.digest is None:
+            raise ValueError(f"not a blob moved aside: {aside.path}")
+        os.replace(aside.path, self._file(aside.digest))
+
+
+def _folders(path: str) -> list[str]:
+    """The store's two-hex-digit shard folders in `path` (none if it is missing)."""
+    try:
+        with os.scandir(path) as entries:
+            return [e.path for e in entries if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []

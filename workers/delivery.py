@@ -6,9 +6,11 @@ down costs scoring nothing. Two loops run in it:
 - the dispatcher, every `CLIPMOD_DELIVERY_POLL_S`: claims due deliveries in the database and
   puts them on the delivery queue, where Celery's thread pool attempts them
   (`clipmod.deliveries.attempt`); the schedule of retries is rows, not broker countdowns;
-- housekeeping, every `CLIPMOD_RETENTION_EVERY_S`: the retention purge.
+- housekeeping: the retention purge every `CLIPMOD_RETENTION_EVERY_S`, and the blob sweep
+  (`clipmod.blobsweep`) every `CLIPMOD_BLOB_SWEEP_EVERY_S`.
 
-Both are safe with several delivery workers running: every claim is a conditional UPDATE.
+All are safe with several delivery workers running: every claim is a conditional UPDATE, and a
+blob is removed only after a second look at the rows (`BlobStore.remove_unless`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import deliveries, retention, secretbox
+from clipmod import blobsweep, deliveries, retention, secretbox
 from clipmod.db import make_engine, make_sessionmaker
 from clipmod.queue import (
     DELIVER_QUEUE,
@@ -73,6 +75,11 @@ def dispatch_once(
     return len(claimed)
 
 
+def _sweep_blobs(sessions: sessionmaker[Session], blobs: BlobStore, grace_s: float) -> None:
+    report = blobsweep.sweep(sessions, blobs, grace_s=grace_s)
+    log.info("%s", report.line())
+
+
 def run(settings: Settings, health_port: int | None = None, loglevel: str = "INFO") -> None:
     state = health.WorkerState()
     if health_port:
@@ -92,6 +99,12 @@ def run(settings: Settings, health_port: int | None = None, loglevel: str = "INF
             settings.retention_every_s,
             "retention",
             lambda: retention.purge_expired(sessions, blobs, settings.retention_days),
+        )
+    if settings.blob_sweep_every_s:
+        every(
+            settings.blob_sweep_every_s,
+            "blob sweep",
+            lambda: _sweep_blobs(sessions, blobs, settings.blob_sweep_grace_s),
         )
     state.engine, state.celery = engine, app
     state.model = {"role": "deliver"}  # no model to load: ready once connected

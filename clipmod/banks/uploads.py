@@ -61,3 +61,13 @@ def embed_uploads(
         NewEntry(e, runtime.revision, "upload", image_sha256=digest, label=label)
         for e, digest, (label, _) in zip(emb, digests, uploads, strict=True)
     ]
+
+
+def ensure_stored(
+    blobs: BlobStore, uploads: Sequence[tuple[str, bytes]], entries: Sequence[NewEntry]
+) -> None:
+    """After the entries' commit: write back an uploaded image that a deletion of the same bytes
+    removed between `embed_uploads`'s put and that commit (see `BlobStore.remove_unless`)."""
+    for (_, data), entry in zip(uploads, entries, strict=True):
+        if entry.image_sha256 is not None:
+            blobs.ensure(data, entry.image_sha256)

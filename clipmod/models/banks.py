@@ -63,7 +63,8 @@ class BankEntry(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     source: Mapped[str] = mapped_column(String(16))  # "item" | "upload"
     item_id: Mapped[str | None] = mapped_column(ForeignKey("items.id"), index=True)
-    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: deletion and the blob sweep ask whether an entry still names a blob.
+    image_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     label: Mapped[str] = mapped_column(String(255), default="")
     added_in: Mapped[int] = mapped_column(Integer)
     removed_in: Mapped[int | None] = mapped_column(Integer)

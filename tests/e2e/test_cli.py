@@ -1,4 +1,5 @@
-"""The commands a newcomer types: `clipmod keys create`, `clipmod up`, `clipmod submit`."""
+"""The commands a newcomer types (`clipmod keys create`, `clipmod up`, `clipmod submit`), and an
+operator's (`clipmod items`, `clipmod blobs sweep`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from clipmod import keys
 from clipmod.db import make_engine, make_sessionmaker
 from clipmod.models import ItemStatus
 from clipmod.settings import Settings
+from clipmod.storage import BlobStore
 from tests.e2e.conftest import env_for
 
 pytestmark = pytest.mark.e2e
@@ -180,3 +182,26 @@ def test_items_failed_and_retry(settings: Settings, sessions: sessionmaker[Sessi
     assert json.loads(named.stdout)["ids"] == [corrupt]
     unknown = clipmod("items", "failed", "--tenant", "nobody", settings=settings)
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+
+
+def test_blobs_sweep_shows_then_removes_what_no_row_names(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    from tests.unit.test_blobsweep import item_naming, put_old
+
+    blobs = BlobStore(settings.blob_dir)
+    kept, orphan = put_old(blobs, b"an item's"), put_old(blobs, b"nobody's")
+    item_naming(sessions, kept)
+    shown = clipmod("blobs", "sweep", "--dry-run", "--json", settings=settings)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) | {"dry_run": None} == {
+        "files": 2, "young": 0, "in_use": 1, "removed": 1, "temp_removed": 0,
+        "aside_restored": 0, "aside_removed": 0, "dry_run": None,
+    }  # fmt: skip
+    assert blobs.path(orphan).exists()
+    done = clipmod("blobs", "sweep", settings=settings)
+    assert done.returncode == 0, done.stderr
+    assert "removed 1 unreferenced blobs" in done.stdout
+    assert blobs.path(kept).exists() and not blobs.path(orphan).exists()
+    young = clipmod("blobs", "sweep", "--grace-s", "-1", settings=settings)
+    assert young.returncode == 2 and "Traceback" not in young.stderr

@@ -183,3 +183,30 @@ def test_production(production: PlatformStack, png: bytes) -> None:
     webhook_to_callback(production, png)
     flaky_receiver(production)
     dead_letter_then_redeliver(production)
+
+
+def test_the_delivery_worker_sweeps_blobs_no_row_names(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """`CLIPMOD_BLOB_SWEEP_EVERY_S` in a real delivery worker: the orphan goes, the named blob
+    and the young one stay (the sweep itself: tests/unit/test_blobsweep.py)."""
+    from clipmod.storage import BlobStore
+    from tests.unit.test_blobsweep import item_naming, put_old
+
+    blobs = BlobStore(settings.blob_dir)
+    named, orphan = put_old(blobs, b"named"), put_old(blobs, b"orphan")
+    young = blobs.put(b"young")
+    item_naming(sessions, named)
+    swept = make_settings(settings.data_dir, blob_sweep_every_s="0.2", blob_sweep_grace_s="60")
+    log = tmp_path / "deliver.log"
+    deliverer = WorkerProcess.start(env_for(swept), log=log, role="deliver")
+    try:
+        deliverer.wait_ready(60)
+        deadline = time.monotonic() + 30
+        while blobs.path(orphan).exists():
+            assert time.monotonic() < deadline, deliverer.log_tail()
+            time.sleep(0.1)
+    finally:
+        deliverer.stop()
+    assert blobs.path(named).exists() and blobs.path(young).exists()
+    assert "blob sweep: 3 files; removed 1 unreferenced blobs" in log.read_text()

@@ -1,6 +1,6 @@
 """BlobStore.put: a digest the caller already has (intake hashes an upload once), and the write
 itself (create beside the target, write, rename), which intake runs for every upload; `ensure`,
-the check after intake's commit."""
+the check after intake's commit; a deletion that meets a sweep."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipmod import storage
-from clipmod.storage import BlobStore
+from clipmod.storage import ASIDE_PREFIX, BlobStore
 
 
 def test_put_with_a_known_digest_files_the_bytes_under_it_without_hashing_again(
@@ -101,3 +101,23 @@ def test_a_failed_write_leaves_no_blob_and_no_temporary_file(
 def test_address_is_the_sha256_whether_hashed_in_pieces_or_at_once(size: int) -> None:
     data = os.urandom(size)
     assert storage.address(data) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("named_again", [False, True])
+def test_a_deletion_whose_aside_file_a_sweep_finished_first_does_not_fail(
+    tmp_path: Path, named_again: bool
+) -> None:
+    """`remove_unless` and a sweep (`clipmod.blobsweep`) may reach the same aside file; the
+    one that comes second finds it gone and stops, whichever way the first decided."""
+    blobs = BlobStore(tmp_path)
+    digest = blobs.put(b"bytes")
+    looks = iter([False, named_again])
+
+    def referenced() -> bool:
+        answer = next(looks)
+        for aside in tmp_path.rglob(f"{ASIDE_PREFIX}*"):  # the sweep, between the two looks
+            aside.unlink()
+        return answer
+
+    assert blobs.remove_unless(digest, referenced) is False
+    assert list(tmp_path.rglob(f"{ASIDE_PREFIX}*")) == []
