@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod.retention import blob_in_use, blobs_in_use
-from clipmod.storage import BlobStore, Kind, StoredFile
+from clipmod.storage import BlobStore, FileKind, StoredFile
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def sweep(
             progress(1)
         if found.mtime > cutoff:
             report.young += 1
-        elif found.kind is Kind.TEMP:
+        elif found.kind is FileKind.TEMP:
             report.temp_removed += _unlink(found.path, dry_run)
         else:
             waiting.append(found)
@@ -113,7 +113,7 @@ def _settle(
     for f in found:
         digest = f.digest
         assert digest is not None  # blobs and aside files are named by their digest
-        if f.kind is Kind.ASIDE:
+        if f.kind is FileKind.ASIDE:
             _settle_aside(blobs, f, digest in named, report)
         elif digest in named:
             report.in_use += 1

@@ -52,7 +52,7 @@ ASIDE_PREFIX = ".del-"
 _DIGEST_LEN = 64
 
 
-class Kind(enum.StrEnum):
+class FileKind(enum.StrEnum):
     BLOB = "blob"
     TEMP = "temp"
     ASIDE = "aside"
@@ -63,18 +63,18 @@ class StoredFile:
     """A file `BlobStore.scan` found; `digest` is None for a temporary write."""
 
     path: str
-    kind: Kind
+    kind: FileKind
     digest: str | None
     mtime: float
 
 
-def _classify(name: str) -> tuple[Kind, str | None] | None:
+def _classify(name: str) -> tuple[FileKind, str | None] | None:
     if name.startswith(TEMP_PREFIX):
-        return Kind.TEMP, None
+        return FileKind.TEMP, None
     if name.startswith(ASIDE_PREFIX):
         digest = name[len(ASIDE_PREFIX) : len(ASIDE_PREFIX) + _DIGEST_LEN]
-        return (Kind.ASIDE, digest) if _is_digest(digest) else None
-    return (Kind.BLOB, name) if _is_digest(name) else None
+        return (FileKind.ASIDE, digest) if _is_digest(digest) else None
+    return (FileKind.BLOB, name) if _is_digest(name) else None
 
 
 def _is_digest(name: str) -> bool:
@@ -218,7 +218,7 @@ class BlobStore:
     def restore(self, aside: StoredFile) -> None:
         """Put a blob moved aside back under its digest. Its bytes are the digest's, so this is
         right even if the blob was stored again meanwhile: one copy replaces another."""
-        if aside.kind is not Kind.ASIDE or aside.digest is None:
+        if aside.kind is not FileKind.ASIDE or aside.digest is None:
             raise ValueError(f"not a blob moved aside: {aside.path}")
         os.replace(aside.path, self._file(aside.digest))
 

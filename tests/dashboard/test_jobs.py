@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,26 +15,20 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.dashboard.jobs import THREAD_PREFIX, Job, Jobs
-from clipmod import migrate
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError, NotFound
 from clipmod.models import DashboardJob, JobStatus, Role, User, utcnow
 from clipmod.policy.loader import PolicyError, Problem
-from tests.conftest import make_settings
-from tests.e2e.conftest import postgres_url  # noqa: F401
+from clipmod.settings import Settings
+from tests.e2e.conftest import either_database, postgres_url  # noqa: F401
 
 ANN, BEN = 1, 2
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+@pytest.fixture
+def db(either_database: Settings) -> Iterator[sessionmaker[Session]]:  # noqa: F811
     """A migrated database (SQLite, or PostgreSQL in CI) with two dashboard users."""
-    overrides: dict[str, str] = {}
-    if request.param == "postgres":
-        overrides["database_url"] = request.getfixturevalue("postgres_url")
-    settings = make_settings(tmp_path, **overrides)
-    migrate.upgrade(settings)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(either_database.database_url)
     sessions = sessionmaker(engine, expire_on_commit=False)
     with transaction(sessions) as s:
         for uid in (ANN, BEN):

@@ -115,6 +115,18 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def either_database(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Migrated settings on SQLite, then on a fresh PostgreSQL database (CI): for code whose SQL
+    differs between the two. A module using it imports `postgres_url` too."""
+    overrides: dict[str, str] = {}
+    if request.param == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+    settings = make_settings(tmp_path, **overrides)
+    migrate.upgrade(settings)
+    return settings
+
+
 @pytest.fixture
 def production_settings(tmp_path: Path, postgres_url: str) -> Settings:
     redis_url = required_env("CLIPMOD_TEST_REDIS_URL")

@@ -14,24 +14,19 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipmod import blobsweep, keys, migrate, retention
+from clipmod import blobsweep, keys, retention
 from clipmod.db import transaction
 from clipmod.models import Bank, BankEntry, Item
+from clipmod.settings import Settings
 from clipmod.storage import ASIDE_PREFIX, TEMP_PREFIX, BlobStore
-from tests.conftest import make_settings
-from tests.e2e.conftest import postgres_url  # noqa: F401
+from tests.e2e.conftest import either_database, postgres_url  # noqa: F401
 
 HOUR = 3600.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    overrides: dict[str, str] = {}
-    if request.param == "postgres":
-        overrides["database_url"] = request.getfixturevalue("postgres_url")
-    settings = make_settings(tmp_path, **overrides)
-    migrate.upgrade(settings)
-    engine = create_engine(settings.database_url)
+@pytest.fixture
+def db(either_database: Settings) -> Iterator[sessionmaker[Session]]:  # noqa: F811
+    engine = create_engine(either_database.database_url)
     yield sessionmaker(engine, expire_on_commit=False)
     engine.dispose()
 
