@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,7 +96,20 @@ def app(settings: Settings) -> Iterator[Flask]:
 
     app = create_app(settings)
     yield app
+    join_job_threads()
     app.extensions["clipmod"].engine.dispose()
+
+
+def join_job_threads(timeout: float = 10) -> None:
+    """Wait for the editor's background jobs (`api.dashboard.jobs`) to end. Call it before
+    disposing an engine they use: a job still writing would hand its connection back to a
+    disposed pool, whose garbage collection closes it later with a ResourceWarning, reported
+    in whichever test runs then."""
+    from api.dashboard.jobs import THREAD_PREFIX
+
+    for thread in threading.enumerate():
+        if thread.name.startswith(THREAD_PREFIX):
+            thread.join(timeout)
 
 
 @pytest.fixture

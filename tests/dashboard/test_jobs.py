@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.dashboard.jobs import THREAD_PREFIX, Job, Jobs
+from api.dashboard.jobs import Job, Jobs
 from clipmod.db import transaction
 from clipmod.errors import ClipmodError, NotFound
 from clipmod.models import DashboardJob, JobStatus, Role, User, utcnow
 from clipmod.policy.loader import PolicyError, Problem
 from clipmod.settings import Settings
+from tests.conftest import join_job_threads
 from tests.e2e.conftest import either_database, postgres_url  # noqa: F401
 
 ANN, BEN = 1, 2
@@ -34,11 +35,7 @@ def db(either_database: Settings) -> Iterator[sessionmaker[Session]]:  # noqa: F
         for uid in (ANN, BEN):
             s.add(User(id=uid, email=f"{uid}@x.test", password_hash="-", role=Role.ADMIN))
     yield sessions
-    # A job still writing would hand its connection back to a disposed pool, whose garbage
-    # collection then closes it with a ResourceWarning in some later test.
-    for thread in threading.enumerate():
-        if thread.name.startswith(THREAD_PREFIX):
-            thread.join(10)
+    join_job_threads()
     engine.dispose()
 
 
@@ -176,11 +173,11 @@ def test_a_job_whose_process_died_reads_as_interrupted(db: sessionmaker[Session]
 
 def test_a_live_job_is_not_declared_dead(db: sessionmaker[Session]) -> None:
     """The heartbeat keeps a long job's row fresh, so a short staleness bound still holds."""
-    jobs = Jobs(db, heartbeat_s=0.05, stale_s=0.5)
+    jobs = Jobs(db, heartbeat_s=0.05, stale_s=1.5)
     go = threading.Event()
     job = jobs.start(owner=ANN, total=0, work=lambda j: go.wait(10) and {})
-    time.sleep(1.0)
-    assert Jobs(db, stale_s=0.5).state(ANN, job.id)["status"] == "running"
+    time.sleep(2.0)  # past the bound; a stall of over a second would still read as dead
+    assert Jobs(db, stale_s=1.5).state(ANN, job.id)["status"] == "running"
     go.set()
     assert finished(jobs, ANN, job.id)["status"] == "done"
 

@@ -35,6 +35,10 @@ class FakeScorer:
         self.most_writing = 0
         self.lock = threading.Lock()
         self.forward_started: dict[int, threading.Event] = {}
+        self.write_started: dict[int, threading.Event] = {}
+        # A forward first waits (bounded) for the previous batch's write to start, so an overlap
+        # is seen however late the writer thread is scheduled; a serial loop still is not.
+        self.forward_waits_for_write = False
         self.claim_error: dict[int, Exception] = {}
         self.write_fails: set[int] = set()
         self.write_s = 0.0
@@ -53,6 +57,7 @@ class FakeScorer:
         work = [SimpleNamespace(id=f"{k}.{i}", error=None) for i in range(n)]
         self.held.update(w.id for w in work)
         self.forward_started[k] = threading.Event()
+        self.write_started[k] = threading.Event()
         return Batch(work, StageTimer())  # type: ignore[arg-type]
 
     @staticmethod
@@ -63,6 +68,9 @@ class FakeScorer:
         k = self.number(batch)
         self.note(f"forward {k} start")
         self.forward_started[k].set()
+        previous = self.write_started.get(k - 1)
+        if self.forward_waits_for_write and previous is not None:
+            previous.wait(WAIT_S)
         time.sleep(0.05)
         self.note(f"forward {k} end")
 
@@ -72,6 +80,7 @@ class FakeScorer:
             self.writing += 1
             self.most_writing = max(self.most_writing, self.writing)
         self.note(f"write {k} start")
+        self.write_started[k].set()
         try:
             nxt = self.forward_started.get(k + 1)
             if nxt is not None and not nxt.wait(WAIT_S):
@@ -104,6 +113,7 @@ def run(scorer: FakeScorer, budget_s: float = 60.0) -> tuple[list[str], bool]:
 
 def test_the_write_of_a_batch_overlaps_the_forward_of_the_next() -> None:
     scorer = FakeScorer([4, 4, 4, 1])
+    scorer.forward_waits_for_write = True
     assert run(scorer) == ([], False)
     ev = scorer.events
     assert not [e for e in ev if "saw no forward" in e], ev
