@@ -201,7 +201,9 @@ def test_the_editing_loop(stack: live.Live, new_page: NewPage) -> None:
         "policy_publish",
     ]
 
-    # The worker follows: a new item is scored under demo@1, with no shadow.
+    # The worker follows (after its next refresh, as above): a new item is scored under demo@1,
+    # with no shadow.
+    time.sleep(1.5)
     (after,) = stack.upload(TENANT, live.world_images([371]))
     assert stack.wait_scored(TENANT, [after])[0]["verdict"]["policy"] == {
         "name": "demo",

@@ -81,14 +81,16 @@ class Stack:
 
 def _stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    with transaction(sessions) as session:
-        key = keys.create_key(session, "acme")
-    worker = start_worker(settings, tmp_path / "worker.log")
-    try:
-        yield Stack(settings, sessions, key, worker)
+    try:  # disposed even when the worker fails to start, so no connection outlives the test
+        sessions = make_sessionmaker(engine)
+        with transaction(sessions) as session:
+            key = keys.create_key(session, "acme")
+        worker = start_worker(settings, tmp_path / "worker.log")
+        try:
+            yield Stack(settings, sessions, key, worker)
+        finally:
+            worker.stop()
     finally:
-        worker.stop()
         engine.dispose()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,20 +47,20 @@ def _stack(settings: Settings, tmp_path: Path) -> Iterator[PlatformStack]:
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     box = secretbox.load(settings)
-    deliverer = WorkerProcess.start(env_for(settings), log=tmp_path / "deliver.log", role="deliver")
-    scorer = start_worker(settings, tmp_path / "worker.log")
-    try:
-        deliverer.wait_ready(60)
-    except WorkerFailed as exc:
-        scorer.stop()
-        pytest.fail(str(exc))
-    try:
-        with api_client(settings) as client:
-            yield PlatformStack(settings, sessions, box, client)
-    finally:
-        scorer.stop()
-        deliverer.stop()
-        engine.dispose()
+    with ExitStack() as cleanup:  # whatever fails to start, what did start is stopped
+        cleanup.callback(engine.dispose)
+        deliverer = WorkerProcess.start(
+            env_for(settings), log=tmp_path / "deliver.log", role="deliver"
+        )
+        cleanup.callback(deliverer.stop)
+        scorer = start_worker(settings, tmp_path / "worker.log")
+        cleanup.callback(scorer.stop)
+        try:
+            deliverer.wait_ready(60)
+        except WorkerFailed as exc:
+            pytest.fail(str(exc))
+        client = cleanup.enter_context(api_client(settings))
+        yield PlatformStack(settings, sessions, box, client)
 
 
 @pytest.fixture
