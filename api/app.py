@@ -122,7 +122,7 @@ def configure_services(app: Flask, settings: Settings) -> None:
         celery=make_celery(settings),
         key_cache=KeyCache(settings.key_cache_s),
     )
-    svc.intake = GroupCommit(newitems.Writer(svc.engine, svc.celery))
+    svc.intake = GroupCommit(newitems.Writer(svc.engine, svc.celery, svc.blobs))
 
 
 def add_blueprints(app: Flask) -> None:

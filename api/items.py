@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
 
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import and_, or_, select
@@ -13,17 +11,15 @@ from sqlalchemy.orm import Session, selectinload
 from api import limits
 from api.auth import TenantRef, authenticate_request, requires
 from api.intake import Upload, parse_upload
-from api.newitems import NewItem
+from api.newitems import NewItem, NewUpload
 from api.params import decode_cursor, encode_cursor, page_limit
 from api.serialize import item_json
 from api.services import services
 from clipmod import retention, retry
 from clipmod.db import transaction
-from clipmod.errors import ClipmodError, InvalidInput, NotFound, StorageUnavailable
+from clipmod.errors import ClipmodError, InvalidInput, NotFound
 from clipmod.models import Action, Item, ItemStatus, Verdict, new_id
 from clipmod.queue import enqueue_scoring
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("items", __name__, url_prefix="/v1")
 bp.before_request(authenticate_request)
@@ -78,12 +74,10 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
     """Store an upload and queue it, or answer the item it repeats: the one intake path that
     `POST /v1/items` and the signed webhook share."""
     svc = services()
-    # First, so a committed row never points at a missing blob. Content-addressed: a replay or
-    # a twin upload writes the same file again (see `BlobStore.put`).
-    _store_blob(svc.blobs.put, upload)
     info = upload.image_info
-    # No look-up first: a new item (the common case) is one row of a batched INSERT
-    # (`api.newitems`); a repeated external_id is found when the insert skips it (below).
+    # No look-up first: a new item (the common case) is one row of a batched INSERT, its blob
+    # written by the same batch just before (`api.newitems`); a repeated external_id is found
+    # when the insert skips it (below). A replay or a twin upload writes the same file again.
     for _ in range(2):
         item = NewItem(
             id=new_id(),
@@ -98,7 +92,7 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
             image_width=info.width if info else None,
             image_height=info.height if info else None,
         )
-        if svc.intake.submit(item):
+        if svc.intake.submit(NewUpload(item, upload.image)):
             break
         # The external_id is taken: a retry of the same request (a replay), a concurrent
         # request that won the insert, or new content under an old id (a conflict).
@@ -119,27 +113,7 @@ def accept(tenant: TenantRef, upload: Upload) -> tuple[Response, int]:
             code="external_id_busy",
             status=503,
         )
-    # Again: a concurrent delete may have taken it (see BlobStore). Both writes reuse the
-    # digest the row was inserted with: the bytes are hashed once per upload. If the store
-    # fails here, the 503 sends the client back with the same request, whose first put
-    # restores the blob and whose insert finds the item (a replay).
-    _store_blob(svc.blobs.ensure, upload)
     return _accepted(item.id, upload.external_id)
-
-
-def _store_blob(write: Callable[[bytes, str], object], upload: Upload) -> None:
-    """The upload's bytes through `write` (`BlobStore.put`, or `ensure` after the commit); a
-    store that refuses them is a retryable 503."""
-    image, digest = upload.image, upload.image_sha256
-    if image is None or digest is None:
-        return
-    try:
-        write(image, digest)
-    except OSError as exc:
-        log.error("blob store unavailable: %s", exc)
-        raise StorageUnavailable(
-            "the image store is unavailable; retry the same request shortly"
-        ) from None
 
 
 def _accepted(item_id: str, external_id: str | None) -> tuple[Response, int]:

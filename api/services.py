@@ -18,7 +18,7 @@ from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 
 if TYPE_CHECKING:
-    from api.newitems import NewItem
+    from api.newitems import NewUpload
 
 KEY = "clipmod"
 
@@ -34,7 +34,7 @@ class Services:
     box: secretbox.SecretBox | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     # New uploads share INSERTs (`api.groupcommit`); `api.app` binds it to these services.
-    intake: GroupCommit[NewItem, bool] = field(init=False)
+    intake: GroupCommit[NewUpload, bool] = field(init=False)
 
 
 def services() -> Services:

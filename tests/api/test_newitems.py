@@ -21,11 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from api import create_app
-from api.newitems import NewItem, Writer
+from api.newitems import NewItem, NewUpload, Writer
 from api.services import Services
 from clipmod import keys, migrate
 from clipmod.db import make_engine, transaction
-from clipmod.errors import ClipmodError
+from clipmod.errors import ClipmodError, StorageUnavailable
 from clipmod.models import Item, ItemStatus, Tenant, new_id
 from clipmod.models.base import as_utc, utcnow
 from clipmod.settings import Settings
@@ -90,6 +90,15 @@ def new_item(tenant_id: int, external_id: str | None = None, **fields: object) -
     return NewItem(**values)  # type: ignore[arg-type]
 
 
+def uploads(*items: NewItem, images: dict[str, bytes] | None = None) -> list[NewUpload]:
+    return [NewUpload(item, (images or {}).get(item.id)) for item in items]
+
+
+def write(svc: Services, batch: list[NewItem]) -> list[bool | BaseException]:
+    """One group through a fresh writer, as the group's leader hands it over."""
+    return Writer(svc.engine, svc.celery, svc.blobs)(uploads(*batch))
+
+
 def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tenant_id: int) -> None:
     batch = [
         new_item(tenant_id, "a", metadata={"user": 7, "tags": ["x", None]}),
@@ -106,7 +115,7 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
         # Beyond ASCII: PostgreSQL's rows travel as JSON escapes (an emoji as a surrogate pair).
         new_item(tenant_id, "é😀", text='héllo 😀 \u2028 日本 \\ "q"', metadata={"ключ": "😀"}),
     ]
-    assert Writer(svc.engine, svc.celery)(batch) == [True, True, True, True]
+    assert write(svc, batch) == [True, True, True, True]
     with svc.sessions() as session:
         rows = {item.id: item for item in session.scalars(select(Item))}
     assert set(rows) == {job.id for job in batch}
@@ -141,7 +150,7 @@ def test_a_batch_stores_every_column_and_the_models_defaults(svc: Services, tena
 def test_a_taken_external_id_is_reported_for_its_own_upload_only(
     svc: Services, tenant_id: int
 ) -> None:
-    assert Writer(svc.engine, svc.celery)([new_item(tenant_id, "taken")]) == [True]
+    assert write(svc, [new_item(tenant_id, "taken")]) == [True]
     batch = [
         new_item(tenant_id, "new-1"),
         new_item(tenant_id, "taken"),
@@ -149,7 +158,7 @@ def test_a_taken_external_id_is_reported_for_its_own_upload_only(
         new_item(tenant_id, "twice"),  # the same id twice in one batch: the first wins
         new_item(tenant_id, None),
     ]
-    assert Writer(svc.engine, svc.celery)(batch) == [True, False, True, False, True]
+    assert write(svc, batch) == [True, False, True, False, True]
     with svc.sessions() as session:
         stored = set(session.scalars(select(Item.id)))
     assert {batch[0].id, batch[2].id, batch[4].id} <= stored
@@ -160,9 +169,7 @@ def test_a_row_the_database_refuses_fails_only_its_own_upload(
     svc: Services, tenant_id: int
 ) -> None:
     batch = [new_item(tenant_id, "ok-1"), new_item(999_999, "orphan"), new_item(tenant_id)]
-    answers = Writer(svc.engine, svc.celery)(
-        batch
-    )  # no such tenant: a foreign key violation for the whole INSERT
+    answers = write(svc, batch)  # no such tenant: a foreign key violation for the whole INSERT
     assert answers[0] is True and answers[2] is True
     assert isinstance(answers[1], Exception)
     with svc.sessions() as session:
@@ -172,7 +179,9 @@ def test_a_row_the_database_refuses_fails_only_its_own_upload(
 def test_a_lost_database_fails_the_batch_at_once(svc: Services, tenant_id: int) -> None:
     dead = make_engine("postgresql+psycopg://clipmod@127.0.0.1:1/none", pool_pre_ping=False)
     try:
-        answers = Writer(dead, svc.celery)([new_item(tenant_id), new_item(tenant_id)])
+        answers = Writer(dead, svc.celery, svc.blobs)(
+            uploads(new_item(tenant_id), new_item(tenant_id))
+        )
     finally:
         dead.dispose()
     assert all(isinstance(a, OperationalError) for a in answers)
@@ -187,12 +196,68 @@ def test_a_broker_outage_answers_each_upload_with_its_own_item(
     migrate.upgrade(settings)
     with app_services(settings) as (services, tenant):
         batch = [new_item(tenant, "one"), new_item(tenant, "two")]
-        answers = Writer(services.engine, services.celery)(batch)
+        answers = write(services, batch)
     for job, answer in zip(batch, answers, strict=True):
         assert isinstance(answer, ClipmodError) and answer.code == "queue_unavailable"
         assert job.id in str(answer) and str(answer).count("item ") == 1
     other = batch[1].id
     assert other not in str(answers[0])  # never another upload's (or tenant's) item id
+
+
+def image_item(tenant_id: int, data: bytes) -> NewItem:
+    return new_item(
+        tenant_id,
+        image_sha256=hashlib.sha256(data).hexdigest(),
+        image_format="jpeg",
+        image_width=64,
+        image_height=64,
+    )
+
+
+def test_the_group_stores_each_blob_before_its_row_and_looks_again_after_the_commit(
+    svc: Services, tenant_id: int
+) -> None:
+    """The leader writes the group's images, inserts, then checks each file once more: one that
+    a deletion of the same bytes took in between (`BlobStore.remove_unless`) is written back."""
+    data = [images.solid(colour=(c, 0, 0)) for c in (10, 20)]
+    batch = [image_item(tenant_id, d) for d in data]
+    writer = Writer(svc.engine, svc.celery, svc.blobs)
+    on_disk_at_insert: list[bool] = []
+    insert = writer._insert
+
+    def racing_insert(items: list[NewItem]) -> set[str]:
+        on_disk_at_insert.extend(svc.blobs.path(str(i.image_sha256)).exists() for i in items)
+        svc.blobs.path(str(items[1].image_sha256)).unlink()  # the deletion, before the commit
+        return insert(items)
+
+    writer._insert = racing_insert  # type: ignore[method-assign]
+    answers = writer(uploads(*batch, images={i.id: d for i, d in zip(batch, data, strict=True)}))
+    assert answers == [True, True]
+    assert on_disk_at_insert == [True, True]
+    for item, d in zip(batch, data, strict=True):
+        assert svc.blobs.get(str(item.image_sha256)) == d
+
+
+def test_a_blob_the_store_refuses_fails_only_its_own_upload(svc: Services, tenant_id: int) -> None:
+    good = images.solid(colour=(1, 2, 3))
+    bad = next(
+        d
+        for c in range(256)
+        if (d := images.solid(colour=(c, 9, 9)))
+        and hashlib.sha256(d).hexdigest()[:2] != hashlib.sha256(good).hexdigest()[:2]
+    )
+    # The folder the bad blob belongs in is a file: that write fails as on a full disk.
+    svc.blobs.root.mkdir(parents=True, exist_ok=True)
+    (svc.blobs.root / hashlib.sha256(bad).hexdigest()[:2]).write_bytes(b"")
+    batch = [image_item(tenant_id, good), image_item(tenant_id, bad)]
+    answers = Writer(svc.engine, svc.celery, svc.blobs)(
+        uploads(*batch, images={batch[0].id: good, batch[1].id: bad})
+    )
+    assert answers[0] is True
+    assert isinstance(answers[1], StorageUnavailable), answers[1]
+    assert answers[1].code == "storage_unavailable" and answers[1].status == 503
+    with svc.sessions() as session:
+        assert set(session.scalars(select(Item.id))) == {batch[0].id}  # no row for missing bytes
 
 
 def test_a_refused_upload_leaves_no_blob_behind(
@@ -225,8 +290,8 @@ def test_a_connection_postgres_dropped_fails_one_batch_and_is_not_reused(
     between groups; a dead one must still become SQLAlchemy's OperationalError (a 503) for its
     group only, and the next group must run on a new connection."""
     with app_services(production_settings) as (services, tenant):
-        writer = Writer(services.engine, services.celery)
-        assert writer([new_item(tenant)]) == [True]
+        writer = Writer(services.engine, services.celery, services.blobs)
+        assert writer(uploads(new_item(tenant))) == [True]
         killer = make_engine(production_settings.database_url)
         with killer.connect() as conn:  # every other session of this database: the writer's too
             conn.exec_driver_sql(
@@ -234,9 +299,9 @@ def test_a_connection_postgres_dropped_fails_one_batch_and_is_not_reused(
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         killer.dispose()
-        [failed] = writer([new_item(tenant)])
+        [failed] = writer(uploads(new_item(tenant)))
         assert isinstance(failed, OperationalError), failed
-        assert writer([new_item(tenant)]) == [True]  # on a new connection
+        assert writer(uploads(new_item(tenant))) == [True]  # on a new connection
 
 
 def test_an_external_id_whose_item_vanishes_between_insert_and_lookup_is_a_retryable_503(
