@@ -60,7 +60,7 @@ class Upload:
 
     @cached_property
     def image_sha256(self) -> str | None:
-        """The blob's address, known before the blob is written (see `api.items`)."""
+        """The blob's address, known before the blob is written (see `api.newitems`)."""
         return storage.address(self.image) if self.image is not None else None
 
     @cached_property

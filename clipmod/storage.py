@@ -89,7 +89,7 @@ def _create_beside(target: str) -> tuple[int, str]:
     """A new, empty temporary file in `target`'s folder (made if missing), open for writing.
 
     Why not `tempfile.mkstemp` + `os.fdopen` + `os.makedirs`: every upload is a new blob
-    written by an API request thread, and each system call releases the GIL. Those made ten
+    written in the API's 8-thread server, and each system call releases the GIL. Those made ten
     calls where four do (create, write, close, rename), and in the 8-thread server under load
     each release is a thread hand-off: storing the blob cost an upload ~0.35 ms of server CPU,
     a quarter of intake (`bench.intake`, docs/benchmarks.md). The folder is made only when the
@@ -127,7 +127,7 @@ class BlobStore:
 
         It writes even when a file of that name exists. A new upload is the common case, and
         asking first was one more system call on its path, so one more GIL hand-off among the
-        API's request threads. A twin of stored bytes is simply written again, atomically: the
+        API's threads. A twin of stored bytes is simply written again, atomically: the
         rename swaps one whole copy of the same bytes for another, and a reader that has the
         old file open keeps reading it.
 
@@ -170,7 +170,7 @@ class BlobStore:
         Safe against a concurrent upload of the same bytes, whose `put` may have written the
         file just before it is moved: the blob is first renamed aside, then the references are
         checked again and the file is put back if one appeared. An upload whose row commits
-        after that second check calls `ensure` after its commit (`api.items`, `workers.ingest`),
+        after that second check calls `ensure` after its commit (`api.newitems`, `workers.ingest`),
         so no committed row is left pointing at a missing blob.
         """
         if referenced():
