@@ -20,7 +20,6 @@ processes at once (each delivery worker runs one) and beside live traffic.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -32,8 +31,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clipmod.retention import blob_in_use, blobs_in_use
 from clipmod.storage import BlobStore, FileKind, StoredFile
-
-log = logging.getLogger(__name__)
 
 # Long enough for any upload between its blob write and its commit; short enough that bytes
 # nobody will ever reference leave the disk the same day.

@@ -169,9 +169,10 @@ class BlobStore:
 
         Safe against a concurrent upload of the same bytes, whose `put` may have written the
         file just before it is moved: the blob is first renamed aside, then the references are
-        checked again and the file is put back if one appeared. An upload whose row commits
-        after that second check calls `ensure` after its commit (`api.newitems`, `workers.ingest`),
-        so no committed row is left pointing at a missing blob.
+        checked again and the file is put back if one appeared. Whoever commits a row naming a
+        blob after that second check calls `ensure` after its commit (`api.newitems`,
+        `workers.ingest`, `clipmod.banks.uploads`), so no committed row is left pointing at a
+        missing blob.
         """
         if referenced():
             return False

@@ -34,6 +34,7 @@ from clipmod.queue import (
 from clipmod.settings import Settings
 from clipmod.storage import BlobStore
 from workers import health
+from workers.metrics import BLOBS_SWEPT
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ def dispatch_once(
 def _sweep_blobs(sessions: sessionmaker[Session], blobs: BlobStore, grace_s: float) -> None:
     report = blobsweep.sweep(sessions, blobs, grace_s=grace_s)
     log.info("%s", report.line())
+    # Orphans are a symptom (uploads refused after their bytes were stored, crashes), so an
+    # operator can watch their rate.
+    BLOBS_SWEPT.labels("unreferenced").inc(report.removed)
+    BLOBS_SWEPT.labels("unfinished").inc(report.temp_removed)
+    BLOBS_SWEPT.labels("aside").inc(report.aside_removed)
 
 
 def run(settings: Settings, health_port: int | None = None, loglevel: str = "INFO") -> None:

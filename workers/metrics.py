@@ -47,11 +47,19 @@ OLDEST_QUEUED = Gauge(
     "Age of the oldest queued item (0 when none): the alert's signal that work is stuck.",
 )
 READY = Gauge("clipmod_worker_ready", "1 while this worker's /readyz answers 200.")
+BLOBS_SWEPT = Counter(
+    "clipmod_blobs_swept",
+    "Files the blob sweep removed (delivery workers), by kind: unreferenced (a blob no row "
+    "names), unfinished (a write that never completed), aside (left by a crashed deletion).",
+    ["kind"],
+)
 
 for _stage in STAGES:
     STAGE_SECONDS.labels(_stage)
 for _reason in ("batch_failed", "lease_expired", "missing"):
     REQUEUED.labels(_reason)
+for _kind in ("unreferenced", "unfinished", "aside"):
+    BLOBS_SWEPT.labels(_kind)
 
 
 class StageTimer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -186,11 +187,17 @@ def test_production(production: PlatformStack, png: bytes) -> None:
     dead_letter_then_redeliver(production)
 
 
+def scrape(worker: WorkerProcess) -> str:
+    with urllib.request.urlopen(f"{worker.health_url}/metrics", timeout=5) as resp:
+        return resp.read().decode()  # type: ignore[no-any-return]
+
+
 def test_the_delivery_worker_sweeps_blobs_no_row_names(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    """`CLIPMOD_BLOB_SWEEP_EVERY_S` in a real delivery worker: the orphan goes, the named blob
-    and the young one stay (the sweep itself: tests/unit/test_blobsweep.py)."""
+    """`CLIPMOD_BLOB_SWEEP_EVERY_S` in a real delivery worker: the orphan goes (and is counted on
+    its health port's `/metrics`), the named blob and the young one stay (the sweep itself:
+    tests/unit/test_blobsweep.py)."""
     from clipmod.storage import BlobStore
     from tests.unit.test_blobsweep import item_naming, put_old
 
@@ -203,11 +210,14 @@ def test_the_delivery_worker_sweeps_blobs_no_row_names(
     deliverer = WorkerProcess.start(env_for(swept), log=log, role="deliver")
     try:
         deliverer.wait_ready(60)
+        counted = 'clipmod_blobs_swept_total{kind="unreferenced"} 1.0'
         deadline = time.monotonic() + 30
-        while blobs.path(orphan).exists():
+        while counted not in (metrics := scrape(deliverer)):
             assert time.monotonic() < deadline, deliverer.log_tail()
             time.sleep(0.1)
     finally:
         deliverer.stop()
+    assert not blobs.path(orphan).exists()
     assert blobs.path(named).exists() and blobs.path(young).exists()
     assert "blob sweep: 3 files; removed 1 unreferenced blobs" in log.read_text()
+    assert 'clipmod_blobs_swept_total{kind="unfinished"} 0.0' in metrics
